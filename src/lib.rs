@@ -1,0 +1,53 @@
+//! # psyne
+//!
+//! Zero-copy tensor IPC. A producer writes a typed tensor straight into a slot
+//! of a shared-memory slab; another thread or process reads the same bytes in
+//! place, through a 16-byte [`Handle`].
+//!
+//! ```
+//! use psyne::{Segment, SlabConfig, Shape};
+//!
+//! # fn main() -> psyne::Result<()> {
+//! # let name = format!("doc-lib-{}", std::process::id());
+//! // A segment with 16 slots of 64 KiB.
+//! let seg = Segment::create(&name, &SlabConfig::new().class(64 * 1024, 16))?;
+//!
+//! // Producer: loan a slot, write the tensor in place, hand it on.
+//! let mut slot = seg.slab().alloc_tensor::<f32>(&Shape::matrix(2, 3)?)?;
+//! slot.tensor_mut::<f32>()?.copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+//! let handle = slot.into_handle(); // 16 bytes; print it, pipe it, put it on a ring
+//!
+//! // Consumer (usually another process): open by name, take the handle.
+//! let peer = Segment::open(&name)?;
+//! let view = peer.slab().take(handle)?;
+//! assert!(view.tensor::<f64>().is_err()); // the wrong dtype is an error, not a misread
+//! let t = view.tensor::<f32>()?;
+//! assert_eq!(t.shape().dims(), [2, 3]);
+//! assert_eq!(psyne::Matrix::try_from(t)?.row(1), Some(&[4.0, 5.0, 6.0][..]));
+//! drop(view); // the slot goes back to the slab
+//! assert_eq!(peer.slab().used_slots(), 0);
+//! Segment::unlink(&name)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The modules, bottom up: [`tensor`] (dtypes, shapes, views, quantization),
+//! [`shm`] (segments and the slab allocator). See `docs/architecture.md`.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod error;
+pub mod shm;
+pub(crate) mod sync;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use shm::{
+    CreateOptions, DataAccess, Handle, Segment, SegmentInfo, Slab, SlabConfig, Slot, SlotMut,
+    TensorMeta,
+};
+pub use tensor::{
+    Bool, Complex32, Complex64, DType, DoubleMatrix, Element, FloatVector, Int8Vector, Matrix,
+    Matrix4x4f, MatrixMut, QTensor, QuantKind, QuantParams, QuantizedTensor, Shape, Tensor,
+    TensorMut, UInt8Vector, Vector, VectorMut,
+};

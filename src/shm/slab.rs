@@ -1,0 +1,779 @@
+//! The slab allocator: fixed-size slots in size classes, living inside a
+//! segment and shared by every process that maps it.
+//!
+//! Control state (the slab metadata, one descriptor and one free list per
+//! class, one 128-byte header per slot) lives in the segment's control
+//! mapping; slot payloads live in the data mapping. Each class keeps its free
+//! slots on a lock-free tagged stack ([`crate::sync::freelist`]); allocating
+//! is one CAS, freeing is one CAS. See `docs/layout.md` for the bytes.
+//!
+//! Every slot payload is aligned to [`SLOT_ALIGN`] (256) bytes, so a slot can
+//! be a GPU storage-buffer binding offset; slots of a page or more are
+//! page-aligned.
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+
+use super::region::Memory;
+use super::slot::{Handle, Slot, SlotMut, TensorHeader};
+use crate::error::{Error, Result};
+use crate::sync::freelist::{self, pack, NIL};
+use crate::sync::Ordering;
+use crate::tensor::{Element, Shape};
+
+/// Alignment of every slot payload, in bytes.
+pub const SLOT_ALIGN: u64 = 256;
+/// Alignment of slots whose size is at least one page.
+pub const PAGE_SIZE: u64 = 4096;
+/// The most size classes a slab can have.
+pub const MAX_CLASSES: usize = 16;
+/// The largest slot payload (a handle stores lengths in 32 bits).
+pub const MAX_SLOT_SIZE: u64 = u32::MAX as u64 + 1 - PAGE_SIZE;
+
+const SLAB_MAGIC: u32 = u32::from_le_bytes(*b"SLB1");
+pub(crate) const META_SIZE: usize = 128;
+pub(crate) const CLASS_SIZE: usize = 128;
+pub(crate) const SLOT_HEADER_SIZE: usize = 128;
+
+/// Slab metadata at the start of the slab's control area.
+#[derive(Copy, Clone, Pod, Zeroable)]
+#[repr(C)]
+struct SlabMeta {
+    magic: u32,
+    class_count: u32,
+    slot_header_size: u32,
+    config_crc: u32,
+    data_size: u64,
+    control_size: u64,
+    _reserved: [u8; 96],
+}
+
+/// The immutable first half of a class record.
+#[derive(Copy, Clone, Pod, Zeroable)]
+#[repr(C)]
+struct ClassDesc {
+    slot_size: u64,
+    slot_count: u32,
+    slot_align: u32,
+    data_offset: u64,
+    headers_offset: u64,
+    _reserved: [u8; 32],
+}
+
+/// The mutable second half of a class record (its own cache line).
+#[repr(C)]
+struct ClassHot {
+    head: AtomicU64,
+    free: AtomicU64,
+    allocs: AtomicU64,
+    failures: AtomicU64,
+    _pad: [u64; 4],
+}
+
+/// The atomic part of a slot header; a [`TensorHeader`] follows it.
+#[repr(C)]
+pub(crate) struct SlotAtomics {
+    pub(crate) refcount: AtomicU32,
+    pub(crate) generation: AtomicU32,
+    pub(crate) owner_pid: AtomicU32,
+    pub(crate) next_free: AtomicU32,
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<SlabMeta>() == META_SIZE);
+    assert!(std::mem::size_of::<ClassDesc>() == 64);
+    assert!(std::mem::size_of::<ClassHot>() == 64);
+    assert!(
+        std::mem::size_of::<SlotAtomics>() + std::mem::size_of::<TensorHeader>()
+            == SLOT_HEADER_SIZE
+    );
+};
+
+/// The size classes of a slab: for each, a slot payload size and a count.
+///
+/// Sizes are rounded up to [`SLOT_ALIGN`] (or to [`PAGE_SIZE`] once they
+/// reach a page). Classes are kept sorted by size.
+///
+/// # Examples
+/// ```
+/// let cfg = psyne::SlabConfig::new().class(4096, 64).class(1 << 20, 8);
+/// assert_eq!(cfg.data_bytes().unwrap(), 64 * 4096 + 8 * (1 << 20));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlabConfig {
+    classes: Vec<(u64, u32)>,
+}
+
+impl SlabConfig {
+    /// An empty configuration; add classes with [`SlabConfig::class`].
+    pub fn new() -> Self {
+        SlabConfig::default()
+    }
+
+    /// Adds a class of `count` slots of at least `slot_size` bytes each.
+    pub fn class(mut self, slot_size: u64, count: u32) -> Self {
+        self.classes.push((slot_size, count));
+        self
+    }
+
+    /// A default set of classes for a slab of about `total` bytes: sizes
+    /// 4 KiB, 64 KiB, 1 MiB, 16 MiB, ... up to an eighth of `total`, each
+    /// class given an equal share of the bytes, at most 4096 slots a class.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when `total` is under 64 KiB.
+    pub fn with_total(total: u64) -> Result<Self> {
+        if total < 64 * 1024 {
+            return Err(Error::InvalidConfig(format!(
+                "a slab of {total} bytes is too small: the minimum is 64 KiB"
+            )));
+        }
+        let mut sizes = vec![4096u64];
+        while sizes.len() < MAX_CLASSES {
+            let next = sizes[sizes.len() - 1] * 16;
+            if next > total / 8 || next > MAX_SLOT_SIZE {
+                break;
+            }
+            sizes.push(next);
+        }
+        let share = total / sizes.len() as u64;
+        let classes = sizes
+            .into_iter()
+            .map(|s| (s, (share / s).clamp(1, 4096) as u32))
+            .collect();
+        Ok(SlabConfig { classes })
+    }
+
+    /// The classes after rounding and sorting, checked.
+    pub(crate) fn normalized(&self) -> Result<Vec<(u64, u32)>> {
+        if self.classes.is_empty() {
+            return Err(Error::InvalidConfig(
+                "a slab needs at least one size class".into(),
+            ));
+        }
+        if self.classes.len() > MAX_CLASSES {
+            return Err(Error::InvalidConfig(format!(
+                "{} size classes given, the maximum is {MAX_CLASSES}",
+                self.classes.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(self.classes.len());
+        for &(size, count) in &self.classes {
+            if size == 0 || count == 0 {
+                return Err(Error::InvalidConfig(format!(
+                    "size class ({size} bytes x {count}) must have a non-zero size and count"
+                )));
+            }
+            if size > MAX_SLOT_SIZE {
+                return Err(Error::InvalidConfig(format!(
+                    "slot size {size} exceeds the maximum of {MAX_SLOT_SIZE} bytes"
+                )));
+            }
+            if count >= NIL {
+                return Err(Error::InvalidConfig(format!(
+                    "{count} slots in one class is too many"
+                )));
+            }
+            out.push((round_slot(size), count));
+        }
+        out.sort_unstable();
+        if out.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(Error::InvalidConfig(
+                "two size classes round to the same slot size".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Bytes of payload the slab needs (the data area), page-rounded.
+    ///
+    /// # Errors
+    /// As [`SlabConfig::normalized`]: an empty or impossible configuration,
+    /// or a total that overflows.
+    pub fn data_bytes(&self) -> Result<u64> {
+        Ok(data_layout(&self.normalized()?)?.1)
+    }
+
+    /// Bytes of control state the slab needs (metadata and slot headers).
+    ///
+    /// # Errors
+    /// As [`SlabConfig::data_bytes`].
+    pub fn control_bytes(&self) -> Result<u64> {
+        let classes = self.normalized()?;
+        let slots: u64 = classes.iter().map(|c| c.1 as u64).sum();
+        Ok((META_SIZE + CLASS_SIZE * classes.len()) as u64 + slots * SLOT_HEADER_SIZE as u64)
+    }
+}
+
+fn align_for(size: u64) -> u64 {
+    if size >= PAGE_SIZE {
+        PAGE_SIZE
+    } else {
+        SLOT_ALIGN
+    }
+}
+
+fn round_slot(size: u64) -> u64 {
+    size.next_multiple_of(align_for(size))
+}
+
+/// (data offset of each class, total data bytes page-rounded).
+fn data_layout(classes: &[(u64, u32)]) -> Result<(Vec<u64>, u64)> {
+    let overflow = || Error::InvalidConfig("the slab's total size overflows".into());
+    let mut offsets = Vec::with_capacity(classes.len());
+    let mut at = 0u64;
+    for &(size, count) in classes {
+        at = at
+            .checked_next_multiple_of(align_for(size))
+            .ok_or_else(overflow)?;
+        offsets.push(at);
+        at = size
+            .checked_mul(count as u64)
+            .and_then(|b| b.checked_add(at))
+            .ok_or_else(overflow)?;
+    }
+    Ok((
+        offsets,
+        at.checked_next_multiple_of(PAGE_SIZE)
+            .ok_or_else(overflow)?,
+    ))
+}
+
+/// What a process knows about one class after validating it.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Class {
+    pub(crate) slot_size: u64,
+    pub(crate) slot_count: u32,
+    /// Offset of slot 0's payload in the data mapping.
+    pub(crate) data_offset: u64,
+    /// Offset of slot 0's header in the control mapping.
+    headers_offset: usize,
+    /// Offset of the class's hot line in the control mapping.
+    hot_offset: usize,
+}
+
+/// Usage of one size class.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Payload bytes of each slot.
+    pub slot_size: u64,
+    /// Slots in the class.
+    pub slots: u32,
+    /// Slots allocated now.
+    pub used: u32,
+    /// Successful allocations since creation.
+    pub allocs: u64,
+    /// Allocations that found this class empty.
+    pub failures: u64,
+}
+
+/// A slab allocator inside a segment (or a heap region).
+///
+/// Cheap to clone: clones share the same memory. Slots keep the memory alive.
+#[derive(Clone)]
+pub struct Slab {
+    pub(crate) inner: Arc<SlabInner>,
+}
+
+pub(crate) struct SlabInner {
+    pub(crate) mem: Arc<Memory>,
+    pub(crate) classes: Vec<Class>,
+    pid: u32,
+}
+
+impl std::fmt::Debug for Slab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slab")
+            .field("classes", &self.inner.classes)
+            .field("writable", &self.inner.mem.data.writable())
+            .finish()
+    }
+}
+
+impl Slab {
+    /// Writes fresh slab metadata at `area` in the control mapping and puts
+    /// every slot on its class's free list. The data area starts at 0.
+    pub(crate) fn format(mem: Arc<Memory>, area: usize, cfg: &SlabConfig) -> Result<Slab> {
+        let classes = cfg.normalized()?;
+        let (data_offsets, data_size) = data_layout(&classes)?;
+        if data_size > mem.data.len() as u64 {
+            return Err(Error::InvalidConfig(
+                "data mapping too small for the slab".into(),
+            ));
+        }
+        let control_size = cfg.control_bytes()?;
+        let mut descs = Vec::with_capacity(classes.len());
+        let mut headers_at = (META_SIZE + CLASS_SIZE * classes.len()) as u64;
+        for (&(slot_size, slot_count), &data_offset) in classes.iter().zip(&data_offsets) {
+            descs.push(ClassDesc {
+                slot_size,
+                slot_count,
+                slot_align: align_for(slot_size) as u32,
+                data_offset,
+                headers_offset: headers_at,
+                _reserved: [0; 32],
+            });
+            headers_at += slot_count as u64 * SLOT_HEADER_SIZE as u64;
+        }
+        let mut meta = SlabMeta {
+            magic: SLAB_MAGIC,
+            class_count: classes.len() as u32,
+            slot_header_size: SLOT_HEADER_SIZE as u32,
+            config_crc: 0,
+            data_size,
+            control_size,
+            _reserved: [0; 96],
+        };
+        meta.config_crc = config_crc(&meta, &descs);
+
+        let ctl = &mem.control;
+        // SAFETY (for the writes below): the segment is being created; no
+        // other process can see it before its header's magic is published,
+        // so this thread has exclusive access to the control area.
+        unsafe {
+            ctl.ptr::<SlabMeta>(area).write(meta);
+            for (i, d) in descs.iter().enumerate() {
+                ctl.ptr::<ClassDesc>(area + META_SIZE + i * CLASS_SIZE)
+                    .write(*d);
+            }
+        }
+        let slab = Slab::from_descs(mem.clone(), area, &descs)?;
+        for c in &slab.inner.classes {
+            let hot = slab.hot(c);
+            hot.head.store(pack(0, NIL), Ordering::Relaxed);
+            for i in (0..c.slot_count).rev() {
+                let s = slab.slot_atomics(c, i);
+                s.refcount.store(0, Ordering::Relaxed);
+                s.generation.store(0, Ordering::Relaxed);
+                s.owner_pid.store(0, Ordering::Relaxed);
+                freelist::push(&hot.head, i, &s.next_free);
+            }
+            hot.free.store(c.slot_count as u64, Ordering::Relaxed);
+        }
+        Ok(slab)
+    }
+
+    /// Validates the slab metadata at `area` (of `area_len` bytes) in an
+    /// existing segment and returns a handle to it.
+    pub(crate) fn attach(
+        mem: Arc<Memory>,
+        area: usize,
+        area_len: usize,
+        name: &str,
+    ) -> Result<Slab> {
+        let bad = |reason: String| Error::InvalidLayout {
+            name: name.to_string(),
+            reason,
+        };
+        let corrupt = |reason: String| Error::CorruptHeader {
+            name: name.to_string(),
+            reason,
+        };
+        if area_len < META_SIZE {
+            return Err(bad(format!(
+                "slab area of {area_len} bytes is smaller than its metadata"
+            )));
+        }
+        let meta: SlabMeta = read_pod(&mem, area);
+        if meta.magic != SLAB_MAGIC {
+            return Err(corrupt(format!("slab magic is {:#010x}", meta.magic)));
+        }
+        let n = meta.class_count as usize;
+        if n == 0 || n > MAX_CLASSES {
+            return Err(corrupt(format!(
+                "slab has {n} size classes (1..={MAX_CLASSES} allowed)"
+            )));
+        }
+        if META_SIZE + n * CLASS_SIZE > area_len {
+            return Err(bad("class table runs past the slab area".into()));
+        }
+        let descs: Vec<ClassDesc> = (0..n)
+            .map(|i| read_pod(&mem, area + META_SIZE + i * CLASS_SIZE))
+            .collect();
+        if config_crc(&meta, &descs) != meta.config_crc {
+            return Err(corrupt("slab configuration checksum mismatch".into()));
+        }
+        if meta.slot_header_size as usize != SLOT_HEADER_SIZE {
+            return Err(bad(format!(
+                "slot header size {} (expected {SLOT_HEADER_SIZE})",
+                meta.slot_header_size
+            )));
+        }
+        if meta.control_size > area_len as u64 {
+            return Err(bad(format!(
+                "slab control state needs {} bytes, its area has {area_len}",
+                meta.control_size
+            )));
+        }
+        if meta.data_size > mem.data.len() as u64 {
+            return Err(bad(format!(
+                "slab data needs {} bytes, the data area has {}",
+                meta.data_size,
+                mem.data.len()
+            )));
+        }
+        let mut prev_data_end = 0u64;
+        let mut prev_hdr_end = (META_SIZE + n * CLASS_SIZE) as u64;
+        for (i, d) in descs.iter().enumerate() {
+            let align = align_for(d.slot_size);
+            let data_end = d
+                .slot_size
+                .checked_mul(d.slot_count as u64)
+                .and_then(|b| b.checked_add(d.data_offset));
+            let hdr_end = (d.slot_count as u64)
+                .checked_mul(SLOT_HEADER_SIZE as u64)
+                .and_then(|b| b.checked_add(d.headers_offset));
+            let problem = if d.slot_size == 0
+                || d.slot_size > MAX_SLOT_SIZE
+                || d.slot_size % align != 0
+            {
+                Some(format!("slot size {}", d.slot_size))
+            } else if d.slot_count == 0 || d.slot_count >= NIL {
+                Some(format!("slot count {}", d.slot_count))
+            } else if d.slot_align as u64 != align || d.data_offset % align != 0 {
+                Some(format!(
+                    "data offset {} not aligned to {align}",
+                    d.data_offset
+                ))
+            } else if d.data_offset < prev_data_end || data_end.is_none_or(|e| e > meta.data_size) {
+                Some(format!(
+                    "slots at data offset {} overlap or leave the data area",
+                    d.data_offset
+                ))
+            } else if d.headers_offset < prev_hdr_end
+                || hdr_end.is_none_or(|e| e > meta.control_size)
+            {
+                Some(format!(
+                    "slot headers at {} overlap or leave the slab area",
+                    d.headers_offset
+                ))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                return Err(bad(format!("size class {i}: {p}")));
+            }
+            prev_data_end = data_end.unwrap_or(u64::MAX);
+            prev_hdr_end = hdr_end.unwrap_or(u64::MAX);
+        }
+        Slab::from_descs(mem, area, &descs)
+    }
+
+    fn from_descs(mem: Arc<Memory>, area: usize, descs: &[ClassDesc]) -> Result<Slab> {
+        let classes = descs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Class {
+                slot_size: d.slot_size,
+                slot_count: d.slot_count,
+                data_offset: d.data_offset,
+                headers_offset: area + d.headers_offset as usize,
+                hot_offset: area + META_SIZE + i * CLASS_SIZE + 64,
+            })
+            .collect();
+        Ok(Slab {
+            inner: Arc::new(SlabInner {
+                mem,
+                classes,
+                pid: std::process::id(),
+            }),
+        })
+    }
+
+    fn hot(&self, c: &Class) -> &ClassHot {
+        // SAFETY: ClassHot is atomics (and padding never read); valid for any
+        // bits, changed only atomically. The offset was validated in attach.
+        unsafe { self.inner.mem.control.at(c.hot_offset) }
+    }
+
+    pub(crate) fn slot_atomics(&self, c: &Class, index: u32) -> &SlotAtomics {
+        assert!(index < c.slot_count, "psyne bug: slot index out of range");
+        // SAFETY: SlotAtomics is four atomics, valid for any bits and only
+        // changed atomically; the offset is within the validated header table.
+        unsafe {
+            self.inner
+                .mem
+                .control
+                .at(c.headers_offset + index as usize * SLOT_HEADER_SIZE)
+        }
+    }
+
+    pub(crate) fn tensor_header_ptr(&self, c: &Class, index: u32) -> *mut TensorHeader {
+        assert!(index < c.slot_count, "psyne bug: slot index out of range");
+        let off = c.headers_offset
+            + index as usize * SLOT_HEADER_SIZE
+            + std::mem::size_of::<SlotAtomics>();
+        self.inner.mem.control.ptr(off)
+    }
+
+    pub(crate) fn class(&self, class: u8) -> &Class {
+        &self.inner.classes[class as usize]
+    }
+
+    /// Whether slots can be written (the data area is mapped read-write).
+    pub fn writable(&self) -> bool {
+        self.inner.mem.data.writable()
+    }
+
+    /// The largest payload one slot can hold.
+    pub fn max_slot_size(&self) -> u64 {
+        self.inner.classes.last().map_or(0, |c| c.slot_size)
+    }
+
+    /// Allocates a slot of at least `nbytes` bytes: the smallest class that
+    /// fits, or a larger one if that class is exhausted.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if no class can ever hold `nbytes`;
+    /// [`Error::SlabFull`] if every class that could is exhausted now;
+    /// [`Error::ReadOnly`] if the data area is mapped read-only;
+    /// [`Error::Corrupt`] if a free list is damaged.
+    pub fn alloc(&self, nbytes: u64) -> Result<SlotMut> {
+        if !self.writable() {
+            return Err(Error::ReadOnly);
+        }
+        let first = self
+            .inner
+            .classes
+            .iter()
+            .position(|c| c.slot_size >= nbytes)
+            .ok_or(Error::TooLarge {
+                requested: nbytes,
+                max: self.max_slot_size(),
+            })?;
+        for ci in first..self.inner.classes.len() {
+            let c = &self.inner.classes[ci];
+            let hot = self.hot(c);
+            let popped = freelist::pop(&hot.head, |i| {
+                (i < c.slot_count).then(|| &self.slot_atomics(c, i).next_free)
+            })
+            .map_err(|e| {
+                Error::Corrupt(format!(
+                    "free list of size class {ci} links to slot {}",
+                    e.0
+                ))
+            })?;
+            let Some(index) = popped else {
+                hot.failures.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            hot.free.fetch_sub(1, Ordering::Relaxed);
+            hot.allocs.fetch_add(1, Ordering::Relaxed);
+            let s = self.slot_atomics(c, index);
+            if s.refcount.swap(1, Ordering::Relaxed) != 0 {
+                return Err(Error::Corrupt(format!(
+                    "slot {index} of size class {ci} was on the free list while referenced"
+                )));
+            }
+            s.owner_pid.store(self.inner.pid, Ordering::Relaxed);
+            let generation = s.generation.load(Ordering::Relaxed);
+            let header = TensorHeader::raw(nbytes);
+            // SAFETY: we popped the slot, so we own it exclusively; nobody
+            // reads its tensor header until we publish a handle.
+            unsafe { self.tensor_header_ptr(c, index).write(header) };
+            return Ok(SlotMut::new(self.clone(), ci as u8, index, generation));
+        }
+        Err(Error::SlabFull { requested: nbytes })
+    }
+
+    /// Like [`Slab::alloc`], but waits up to `timeout` for a slot to free up.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if none frees in time; otherwise as [`Slab::alloc`].
+    pub fn alloc_timeout(&self, nbytes: u64, timeout: Duration) -> Result<SlotMut> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(10);
+        loop {
+            match self.alloc(nbytes) {
+                Err(Error::SlabFull { .. }) => {}
+                other => return other,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(timeout));
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    /// Allocates a slot for a tensor of `T` with `shape`, its header set, so
+    /// that [`SlotMut::tensor_mut`] gives the writable view.
+    ///
+    /// # Errors
+    /// As [`Slab::alloc`].
+    pub fn alloc_tensor<T: Element>(&self, shape: &Shape) -> Result<SlotMut> {
+        let mut slot = self.alloc(shape.byte_size(T::DTYPE))?;
+        slot.init_tensor::<T>(shape)?;
+        Ok(slot)
+    }
+
+    /// Finds the class and index a handle names, and checks its generation.
+    pub(crate) fn resolve(&self, h: &Handle) -> Result<(u8, u32)> {
+        let ci = self
+            .inner
+            .classes
+            .iter()
+            .rposition(|c| h.offset >= c.data_offset)
+            .ok_or_else(|| {
+                Error::InvalidHandle(format!("offset {} precedes every slot", h.offset))
+            })?;
+        let c = &self.inner.classes[ci];
+        let rel = h.offset - c.data_offset;
+        if rel % c.slot_size != 0 || rel / c.slot_size >= c.slot_count as u64 {
+            return Err(Error::InvalidHandle(format!(
+                "offset {} is not the start of a slot",
+                h.offset
+            )));
+        }
+        if h.len as u64 > c.slot_size {
+            return Err(Error::InvalidHandle(format!(
+                "length {} exceeds the slot size {}",
+                h.len, c.slot_size
+            )));
+        }
+        let index = (rel / c.slot_size) as u32;
+        let s = self.slot_atomics(c, index);
+        let slot_gen = s.generation.load(Ordering::Acquire);
+        if slot_gen != h.generation || s.refcount.load(Ordering::Acquire) == 0 {
+            return Err(Error::StaleHandle {
+                handle: h.generation,
+                slot: slot_gen,
+            });
+        }
+        Ok((ci as u8, index))
+    }
+
+    /// Takes over the reference a handle carries (the one given up by
+    /// [`SlotMut::into_handle`] or [`Slot::into_handle`], typically in
+    /// another process). Dropping the returned slot releases it.
+    ///
+    /// Use each such handle once: taking it twice would release the slot
+    /// twice. To read a slot without owning a reference, use [`Slab::share`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidHandle`] for a handle that names no slot;
+    /// [`Error::StaleHandle`] if the slot was freed since.
+    pub fn take(&self, h: Handle) -> Result<Slot> {
+        let (ci, index) = self.resolve(&h)?;
+        let slot = Slot::new(self.clone(), ci, index, h.generation);
+        slot.check_len(h.len)?;
+        self.slot_atomics(self.class(ci), index)
+            .owner_pid
+            .store(self.inner.pid, Ordering::Relaxed);
+        Ok(slot)
+    }
+
+    /// A new reference to the slot a handle names (its reference count goes
+    /// up by one). The handle keeps whatever reference it carried.
+    ///
+    /// # Errors
+    /// As [`Slab::take`].
+    pub fn share(&self, h: &Handle) -> Result<Slot> {
+        let (ci, index) = self.resolve(h)?;
+        let c = *self.class(ci);
+        let s = self.slot_atomics(&c, index);
+        let mut rc = s.refcount.load(Ordering::Relaxed);
+        loop {
+            if rc == 0 {
+                return Err(Error::StaleHandle {
+                    handle: h.generation,
+                    slot: s.generation.load(Ordering::Relaxed),
+                });
+            }
+            // Acquire: pairs with the release of the slot's previous state, so
+            // our reads of the header and payload see the writer's bytes.
+            match s
+                .refcount
+                .compare_exchange_weak(rc, rc + 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => rc = now,
+            }
+        }
+        // We hold a reference now; if the slot was recycled between resolve
+        // and the increment, it is another tensor: give the reference back.
+        let slot = Slot::new(self.clone(), ci, index, h.generation);
+        let now = s.generation.load(Ordering::Acquire);
+        if now != h.generation {
+            drop(slot);
+            return Err(Error::StaleHandle {
+                handle: h.generation,
+                slot: now,
+            });
+        }
+        slot.check_len(h.len)?;
+        Ok(slot)
+    }
+
+    /// Drops one reference; the last one frees the slot.
+    pub(crate) fn release(&self, class: u8, index: u32) {
+        let c = self.class(class);
+        let s = self.slot_atomics(c, index);
+        // Release: our reads and writes of the slot happen before the free
+        // that the last reference performs (it fences with Acquire).
+        if s.refcount.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        fence(Ordering::Acquire);
+        self.free(class, index);
+    }
+
+    /// Returns a slot with no references to its free list.
+    fn free(&self, class: u8, index: u32) {
+        let c = self.class(class);
+        let s = self.slot_atomics(c, index);
+        // A new generation makes every outstanding handle stale.
+        s.generation.fetch_add(1, Ordering::Release);
+        s.owner_pid.store(0, Ordering::Relaxed);
+        let hot = self.hot(c);
+        freelist::push(&hot.head, index, &s.next_free);
+        hot.free.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Usage of every size class, smallest first.
+    ///
+    /// The counts are exact when no allocation or free is in flight.
+    pub fn stats(&self) -> Vec<ClassStats> {
+        self.inner
+            .classes
+            .iter()
+            .map(|c| {
+                let hot = self.hot(c);
+                let free = hot.free.load(Ordering::Relaxed).min(c.slot_count as u64) as u32;
+                ClassStats {
+                    slot_size: c.slot_size,
+                    slots: c.slot_count,
+                    used: c.slot_count - free,
+                    allocs: hot.allocs.load(Ordering::Relaxed),
+                    failures: hot.failures.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    /// Slots allocated now, over all classes.
+    pub fn used_slots(&self) -> u64 {
+        self.stats().iter().map(|s| s.used as u64).sum()
+    }
+}
+
+fn read_pod<T: Pod>(mem: &Memory, offset: usize) -> T {
+    // SAFETY: slab metadata and class descriptors are written once, before the
+    // segment is published, and never again; reading them races with nothing.
+    let bytes = unsafe { mem.control.bytes(offset, std::mem::size_of::<T>()) };
+    bytemuck::pod_read_unaligned(bytes)
+}
+
+fn config_crc(meta: &SlabMeta, descs: &[ClassDesc]) -> u32 {
+    let mut m = *meta;
+    m.config_crc = 0;
+    let mut crc = crc32c::crc32c(bytemuck::bytes_of(&m));
+    for d in descs {
+        crc = crc32c::crc32c_append(crc, bytemuck::bytes_of(d));
+    }
+    crc
+}

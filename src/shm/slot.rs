@@ -1,0 +1,526 @@
+//! Slots: the handle another process turns back into a view, the tensor
+//! header stored beside each slot, and the owning views [`SlotMut`] (one
+//! writer) and [`Slot`] (a counted reader).
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::slab::Slab;
+use crate::error::{Error, Result};
+use crate::sync::Ordering;
+use crate::tensor::quant::{self, QTensor, QuantKind, QuantParams};
+use crate::tensor::{DType, Element, Shape, Tensor, TensorMut};
+
+/// A 16-byte reference to a slot that can cross a process boundary.
+///
+/// `offset` is the slot payload's offset in the data area, `generation` the
+/// slot's generation when the handle was made (a freed slot moves on, which
+/// makes old handles stale), `len` the payload length in bytes.
+///
+/// Its text form (`Display` / `FromStr`) is `offset:generation:len` in
+/// decimal, for passing a handle on a command line or a pipe.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+#[repr(C)]
+pub struct Handle {
+    /// Offset of the payload in the data area, in bytes.
+    pub offset: u64,
+    /// Generation of the slot when the handle was made.
+    pub generation: u32,
+    /// Payload length in bytes.
+    pub len: u32,
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.offset, self.generation, self.len)
+    }
+}
+
+impl FromStr for Handle {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Handle> {
+        let bad = || Error::InvalidHandle(format!("{s:?} is not offset:generation:len"));
+        let mut parts = s.trim().split(':');
+        let h = Handle {
+            offset: parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?,
+            generation: parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?,
+            len: parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?,
+        };
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(h)
+    }
+}
+
+/// Quantization mode codes in a tensor header.
+const QUANT_NONE: u8 = 0;
+const QUANT_PER_TENSOR: u8 = 1;
+const QUANT_PER_CHANNEL: u8 = 2;
+
+/// The tensor header stored in each slot header (112 bytes, see
+/// `docs/layout.md`). Written by the slot's one writer, read by readers.
+#[derive(Copy, Clone, Pod, Zeroable)]
+#[repr(C)]
+pub(crate) struct TensorHeader {
+    nbytes: u64,
+    dtype: u8,
+    quant_mode: u8,
+    flags: u8,
+    _reserved: u8,
+    type_tag: u32,
+    shape: Shape,
+    seq: u64,
+    timestamp_ns: u64,
+    q_scale: f32,
+    /// Zero point (per-tensor) or channel axis (per-channel).
+    q_param: i32,
+}
+
+const _: () = assert!(std::mem::size_of::<TensorHeader>() == 112);
+
+impl TensorHeader {
+    /// The header of a fresh slot holding `nbytes` untyped bytes.
+    pub(crate) fn raw(nbytes: u64) -> Self {
+        TensorHeader {
+            nbytes,
+            shape: Shape::vector(nbytes as usize),
+            ..Zeroable::zeroed()
+        }
+    }
+
+    fn decode(&self, capacity: u64) -> Result<TensorMeta> {
+        let dtype = DType::from_code(self.dtype)?;
+        self.shape.validate()?;
+        if self.nbytes > capacity {
+            return Err(Error::Corrupt(format!(
+                "tensor header claims {} bytes in a {capacity}-byte slot",
+                self.nbytes
+            )));
+        }
+        let quant = match self.quant_mode {
+            QUANT_NONE => QuantParams::None,
+            QUANT_PER_TENSOR => QuantParams::PerTensor {
+                scale: self.q_scale,
+                zero_point: self.q_param,
+            },
+            QUANT_PER_CHANNEL => QuantParams::PerChannel {
+                axis: self.q_param as u32,
+            },
+            m => return Err(Error::Corrupt(format!("unknown quantization mode {m}"))),
+        };
+        Ok(TensorMeta {
+            dtype,
+            shape: self.shape,
+            quant,
+            type_tag: self.type_tag,
+            seq: self.seq,
+            timestamp_ns: self.timestamp_ns,
+            nbytes: self.nbytes,
+        })
+    }
+
+    fn set_quant(&mut self, q: QuantParams) {
+        (self.quant_mode, self.q_scale, self.q_param) = match q {
+            QuantParams::None => (QUANT_NONE, 0.0, 0),
+            QuantParams::PerTensor { scale, zero_point } => (QUANT_PER_TENSOR, scale, zero_point),
+            QuantParams::PerChannel { axis } => (QUANT_PER_CHANNEL, 0.0, axis as i32),
+        };
+    }
+}
+
+/// What a slot's tensor header says, decoded and checked.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct TensorMeta {
+    /// Element type (`Raw` for untyped bytes).
+    pub dtype: DType,
+    /// Shape (for `Raw`, a vector of `nbytes`).
+    pub shape: Shape,
+    /// Quantization parameters (`None` for plain dtypes).
+    pub quant: QuantParams,
+    /// A number of the user's choosing, e.g. a message kind.
+    pub type_tag: u32,
+    /// Sequence number set by the producer.
+    pub seq: u64,
+    /// Timestamp set by the producer (nanoseconds, clock of its choosing).
+    pub timestamp_ns: u64,
+    /// Payload length in bytes.
+    pub nbytes: u64,
+}
+
+/// An exclusively owned slot: write its payload and header, then hand it on
+/// with [`SlotMut::into_handle`] or read it back with [`SlotMut::into_shared`].
+/// Dropping it frees the slot.
+pub struct SlotMut {
+    slab: Slab,
+    class: u8,
+    index: u32,
+    generation: u32,
+}
+
+// SAFETY: a SlotMut is the only reference to its slot; the slot's bytes are
+// not tied to a thread.
+unsafe impl Send for SlotMut {}
+// SAFETY: &SlotMut only allows reads of bytes nobody else may write.
+unsafe impl Sync for SlotMut {}
+
+impl SlotMut {
+    pub(crate) fn new(slab: Slab, class: u8, index: u32, generation: u32) -> Self {
+        SlotMut {
+            slab,
+            class,
+            index,
+            generation,
+        }
+    }
+
+    fn header(&self) -> TensorHeader {
+        let c = self.slab.class(self.class);
+        // SAFETY: we own the slot; nobody else writes its header.
+        unsafe { self.slab.tensor_header_ptr(c, self.index).read() }
+    }
+
+    fn update_header(&mut self, f: impl FnOnce(&mut TensorHeader)) {
+        let c = *self.slab.class(self.class);
+        let p = self.slab.tensor_header_ptr(&c, self.index);
+        // SAFETY: we own the slot exclusively (&mut self); nobody reads its
+        // header until a handle is published.
+        unsafe {
+            let mut h = p.read();
+            f(&mut h);
+            p.write(h);
+        }
+    }
+
+    /// Payload bytes the slot can hold.
+    pub fn capacity(&self) -> u64 {
+        self.slab.class(self.class).slot_size
+    }
+
+    /// Payload length in bytes.
+    pub fn len(&self) -> u64 {
+        self.header().nbytes
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sets the payload length (the header then describes `len` raw bytes).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if `len` exceeds the capacity.
+    pub fn set_len(&mut self, len: u64) -> Result<()> {
+        self.check_capacity(len)?;
+        self.update_header(|h| {
+            *h = TensorHeader {
+                type_tag: h.type_tag,
+                seq: h.seq,
+                ..TensorHeader::raw(len)
+            }
+        });
+        Ok(())
+    }
+
+    fn check_capacity(&self, len: u64) -> Result<()> {
+        if len > self.capacity() {
+            return Err(Error::TooLarge {
+                requested: len,
+                max: self.capacity(),
+            });
+        }
+        Ok(())
+    }
+
+    fn data_offset(&self) -> usize {
+        let c = self.slab.class(self.class);
+        (c.data_offset + self.index as u64 * c.slot_size) as usize
+    }
+
+    /// The payload, writable.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.len() as usize;
+        // SAFETY: we own the slot exclusively and borrow self mutably for the
+        // slice's lifetime; the slab only hands out SlotMut on writable data.
+        unsafe { self.slab.inner.mem.data.bytes_mut(self.data_offset(), len) }
+    }
+
+    /// The payload.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: we own the slot; nobody writes it while &self is borrowed.
+        unsafe {
+            self.slab
+                .inner
+                .mem
+                .data
+                .bytes(self.data_offset(), self.len() as usize)
+        }
+    }
+
+    /// The decoded tensor header.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] / [`Error::UnknownDType`] if the header is damaged.
+    pub fn meta(&self) -> Result<TensorMeta> {
+        self.header().decode(self.capacity())
+    }
+
+    /// Sets the header to a tensor of `T` with `shape` and returns the
+    /// writable view of the payload.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if the tensor does not fit in the slot.
+    pub fn init_tensor<T: Element>(&mut self, shape: &Shape) -> Result<TensorMut<'_, T>> {
+        let nbytes = shape.byte_size(T::DTYPE);
+        self.check_capacity(nbytes)?;
+        self.update_header(|h| {
+            h.nbytes = nbytes;
+            h.dtype = T::DTYPE.code();
+            h.shape = *shape;
+            h.set_quant(QuantParams::None);
+        });
+        self.tensor_mut()
+    }
+
+    /// The writable view of a tensor of `T` that the header describes.
+    ///
+    /// # Errors
+    /// [`Error::DTypeMismatch`] if the header holds another dtype.
+    pub fn tensor_mut<T: Element>(&mut self) -> Result<TensorMut<'_, T>> {
+        let meta = self.meta()?;
+        if meta.dtype != T::DTYPE {
+            return Err(Error::DTypeMismatch {
+                expected: T::DTYPE,
+                found: meta.dtype,
+            });
+        }
+        TensorMut::from_bytes(meta.shape, self.bytes_mut())
+    }
+
+    /// Quantizes `data` (a tensor of `shape`) into the slot and records the
+    /// dtype, shape and parameters in the header.
+    ///
+    /// # Errors
+    /// The quantizer's errors (non-finite input, range); [`Error::TooLarge`]
+    /// if the quantized tensor does not fit.
+    pub fn write_quantized(
+        &mut self,
+        data: &[f32],
+        shape: &Shape,
+        kind: QuantKind,
+    ) -> Result<QuantParams> {
+        let nbytes = quant::storage_size(kind, shape)?;
+        self.check_capacity(nbytes)?;
+        self.update_header(|h| {
+            h.nbytes = nbytes;
+            h.dtype = kind.dtype().code();
+            h.shape = *shape;
+        });
+        let params = quant::quantize_into(data, shape, kind, self.bytes_mut())?;
+        self.update_header(|h| h.set_quant(params));
+        Ok(params)
+    }
+
+    /// Sets the user type tag.
+    pub fn set_type_tag(&mut self, tag: u32) {
+        self.update_header(|h| h.type_tag = tag);
+    }
+
+    /// Sets the sequence number.
+    pub fn set_seq(&mut self, seq: u64) {
+        self.update_header(|h| h.seq = seq);
+    }
+
+    /// Sets the timestamp (nanoseconds).
+    pub fn set_timestamp_ns(&mut self, ns: u64) {
+        self.update_header(|h| h.timestamp_ns = ns);
+    }
+
+    /// The handle naming this slot (the reference stays with `self`).
+    pub fn handle(&self) -> Handle {
+        Handle {
+            offset: self.data_offset() as u64,
+            generation: self.generation,
+            len: self.len() as u32,
+        }
+    }
+
+    /// Gives up this reference into a handle, for another thread or process
+    /// to [`Slab::take`]. The slot stays allocated until that taker drops it.
+    pub fn into_handle(self) -> Handle {
+        let h = self.handle();
+        std::mem::forget(self);
+        h
+    }
+
+    /// Turns the exclusive slot into a read-only reference (which can then
+    /// be cloned, e.g. for several readers).
+    pub fn into_shared(self) -> Slot {
+        let s = Slot::new(self.slab.clone(), self.class, self.index, self.generation);
+        std::mem::forget(self);
+        s
+    }
+}
+
+impl Drop for SlotMut {
+    fn drop(&mut self) {
+        self.slab.release(self.class, self.index);
+    }
+}
+
+impl fmt::Debug for SlotMut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotMut")
+            .field("handle", &self.handle())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+/// One counted, read-only reference to a slot. Clones add references;
+/// the last one dropped frees the slot.
+pub struct Slot {
+    slab: Slab,
+    class: u8,
+    index: u32,
+    generation: u32,
+}
+
+// SAFETY: a Slot only reads bytes that no one writes while references exist.
+unsafe impl Send for Slot {}
+// SAFETY: as above.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    pub(crate) fn new(slab: Slab, class: u8, index: u32, generation: u32) -> Self {
+        Slot {
+            slab,
+            class,
+            index,
+            generation,
+        }
+    }
+
+    fn header(&self) -> TensorHeader {
+        let c = self.slab.class(self.class);
+        // SAFETY: while a reference exists nobody writes the header.
+        unsafe { self.slab.tensor_header_ptr(c, self.index).read() }
+    }
+
+    pub(crate) fn check_len(&self, len: u32) -> Result<()> {
+        let nbytes = self.header().nbytes;
+        if nbytes != len as u64 {
+            return Err(Error::InvalidHandle(format!(
+                "handle length {len} does not match the slot's {nbytes} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The decoded tensor header.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] / [`Error::UnknownDType`] if the header is damaged.
+    pub fn meta(&self) -> Result<TensorMeta> {
+        self.header().decode(self.slab.class(self.class).slot_size)
+    }
+
+    /// Payload length in bytes.
+    pub fn len(&self) -> u64 {
+        self.header().nbytes
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The payload bytes, in place.
+    pub fn bytes(&self) -> &[u8] {
+        let c = self.slab.class(self.class);
+        let cap = c.slot_size;
+        let len = self.header().nbytes.min(cap) as usize;
+        let off = (c.data_offset + self.index as u64 * c.slot_size) as usize;
+        // SAFETY: while a reference exists the payload is not written.
+        unsafe { self.slab.inner.mem.data.bytes(off, len) }
+    }
+
+    /// The payload as a tensor of `T`, in place.
+    ///
+    /// # Errors
+    /// [`Error::DTypeMismatch`] if the slot holds another dtype;
+    /// [`Error::LengthMismatch`] / [`Error::Corrupt`] if the header and
+    /// payload disagree.
+    pub fn tensor<T: Element>(&self) -> Result<Tensor<'_, T>> {
+        let meta = self.meta()?;
+        if meta.dtype != T::DTYPE {
+            return Err(Error::DTypeMismatch {
+                expected: T::DTYPE,
+                found: meta.dtype,
+            });
+        }
+        Tensor::from_bytes(meta.shape, self.bytes())
+    }
+
+    /// The payload as a quantized tensor, in place.
+    ///
+    /// # Errors
+    /// [`Error::DTypeMismatch`] if the slot is not quantized; the checks of
+    /// [`QTensor::new`] otherwise.
+    pub fn quantized(&self) -> Result<QTensor<'_>> {
+        let meta = self.meta()?;
+        if !meta.dtype.is_quantized() {
+            return Err(Error::DTypeMismatch {
+                expected: DType::QInt8,
+                found: meta.dtype,
+            });
+        }
+        QTensor::new(meta.dtype, meta.shape, meta.quant, self.bytes())
+    }
+
+    /// The handle naming this slot (the reference stays with `self`).
+    pub fn handle(&self) -> Handle {
+        let c = self.slab.class(self.class);
+        Handle {
+            offset: c.data_offset + self.index as u64 * c.slot_size,
+            generation: self.generation,
+            len: self.len() as u32,
+        }
+    }
+
+    /// Gives up this reference into a handle, for [`Slab::take`].
+    pub fn into_handle(self) -> Handle {
+        let h = self.handle();
+        std::mem::forget(self);
+        h
+    }
+}
+
+impl Clone for Slot {
+    fn clone(&self) -> Self {
+        let c = self.slab.class(self.class);
+        // Relaxed: we already hold a reference, like Arc::clone.
+        self.slab
+            .slot_atomics(c, self.index)
+            .refcount
+            .fetch_add(1, Ordering::Relaxed);
+        Slot::new(self.slab.clone(), self.class, self.index, self.generation)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slab.release(self.class, self.index);
+    }
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot")
+            .field("handle", &self.handle())
+            .finish()
+    }
+}

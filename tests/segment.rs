@@ -1,0 +1,432 @@
+//! Named shared-memory segments: round trips, permissions, every kind of bad
+//! segment file, read-only receivers, and a tensor handed between two real
+//! processes.
+//!
+//! Child processes are this same test binary, re-run with `PSYNE_TEST_ROLE`
+//! set: the `child_entry` test does the child's part and the other tests
+//! skip themselves in the child.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use psyne::{
+    CreateOptions, DType, DataAccess, Error, Handle, QuantKind, Segment, Shape, SlabConfig,
+};
+
+const ROLE: &str = "PSYNE_TEST_ROLE";
+const SEG: &str = "PSYNE_TEST_SEGMENT";
+
+/// Unlinks the segment when the test ends, pass or fail.
+struct Name(String);
+
+impl Name {
+    fn new(tag: &str) -> Self {
+        Name(format!("test-{tag}-{}", std::process::id()))
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let _ = Segment::unlink(&self.0);
+    }
+}
+
+fn in_child() -> bool {
+    std::env::var_os(ROLE).is_some()
+}
+
+fn path(name: &str) -> PathBuf {
+    PathBuf::from(format!("/dev/shm/psyne.{name}"))
+}
+
+fn cfg() -> SlabConfig {
+    SlabConfig::new().class(4096, 8).class(1 << 20, 4)
+}
+
+fn value(i: usize) -> f32 {
+    (i as f32 * 0.37).sin() * 1000.0 + i as f32
+}
+
+/// The child side of the multi-process tests.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let name = std::env::var(SEG).unwrap();
+    match role.as_str() {
+        "producer" => {
+            let seg = Segment::create(&name, &cfg()).unwrap();
+            let slab = seg.slab();
+            let shape = Shape::matrix(256, 1000).unwrap();
+            let mut s = slab.alloc_tensor::<f32>(&shape).unwrap();
+            for (i, x) in s.tensor_mut::<f32>().unwrap().iter_mut().enumerate() {
+                *x = value(i);
+            }
+            s.set_seq(1);
+            let mut m = slab
+                .alloc_tensor::<f64>(&Shape::matrix(3, 7).unwrap())
+                .unwrap();
+            for (i, x) in m.tensor_mut::<f64>().unwrap().iter_mut().enumerate() {
+                *x = i as f64 / 3.0;
+            }
+            let mut q = slab.alloc(4096).unwrap();
+            let data: Vec<f32> = (0..1000).map(value).collect();
+            q.write_quantized(&data, &Shape::vector(1000), QuantKind::Q8Block)
+                .unwrap();
+            // The handles carry the references: the slots outlive this process.
+            println!("{}", s.into_handle());
+            println!("{}", m.into_handle());
+            println!("{}", q.into_handle());
+        }
+        "open" => match Segment::open(&name) {
+            Ok(_) => println!("opened"),
+            Err(Error::PermissionDenied { .. }) => println!("permission-denied"),
+            Err(e) => println!("other: {e}"),
+        },
+        r => panic!("unknown role {r}"),
+    }
+}
+
+fn child(role: &str, name: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(SEG, name)
+        .stdout(Stdio::piped());
+    c
+}
+
+#[test]
+fn tensor_written_by_a_child_process_is_read_in_place_by_the_parent() {
+    if in_child() {
+        return;
+    }
+    let name = Name::new("xproc");
+    let out = child("producer", &name.0).output().unwrap();
+    assert!(
+        out.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let handles: Vec<Handle> = stdout
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(handles.len(), 3, "child printed: {stdout}");
+
+    let seg = Segment::open(&name.0).unwrap();
+    let info = seg.info();
+    assert_ne!(info.creator_pid, std::process::id());
+    assert_eq!(seg.slab().used_slots(), 3);
+
+    let t = seg.slab().take(handles[0]).unwrap();
+    let v = t.tensor::<f32>().unwrap();
+    assert_eq!(v.shape().dims(), [256, 1000]);
+    for (i, &x) in v.iter().enumerate() {
+        assert_eq!(x, value(i), "element {i}");
+    }
+    assert_eq!(t.meta().unwrap().seq, 1);
+
+    let m = seg.slab().take(handles[1]).unwrap();
+    let mt = psyne::DoubleMatrix::try_from(m.tensor::<f64>().unwrap()).unwrap();
+    assert_eq!(mt.row(2).unwrap()[6], 20.0 / 3.0);
+
+    let q = seg.slab().take(handles[2]).unwrap();
+    let qt = q.quantized().unwrap();
+    assert_eq!(qt.dtype(), DType::Q8Block);
+    let back = qt.dequantize().unwrap();
+    let worst = (0..1000)
+        .map(|i| (back[i] - value(i)).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1100.0 / 127.0, "worst error {worst}");
+
+    drop((t, m, q));
+    assert_eq!(
+        seg.slab().used_slots(),
+        0,
+        "dropping the views freed the slots"
+    );
+    // A handle used up is stale now.
+    assert!(matches!(
+        seg.slab().take(handles[0]),
+        Err(Error::StaleHandle { .. })
+    ));
+}
+
+#[test]
+fn create_open_mode_and_lifecycle() {
+    if in_child() {
+        return;
+    }
+    let name = Name::new("life");
+    let seg = Segment::create(&name.0, &cfg()).unwrap();
+    let mode = std::fs::metadata(path(&name.0))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(Segment::exists(&name.0));
+    assert!(Segment::list().unwrap().contains(&name.0));
+    assert!(matches!(
+        Segment::create(&name.0, &cfg()),
+        Err(Error::AlreadyExists { .. })
+    ));
+
+    let peer = Segment::open(&name.0).unwrap();
+    assert_eq!(peer.info(), seg.info());
+    assert_eq!(peer.info().data_size % 4096, 0);
+    let mut s = seg.slab().alloc(10).unwrap();
+    s.bytes_mut().copy_from_slice(b"0123456789");
+    let h = s.into_handle();
+    assert_eq!(peer.slab().take(h).unwrap().bytes(), b"0123456789");
+
+    Segment::unlink(&name.0).unwrap();
+    assert!(!Segment::exists(&name.0));
+    assert!(matches!(
+        Segment::open(&name.0),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        Segment::unlink(&name.0),
+        Err(Error::NotFound { .. })
+    ));
+    // Mapped copies live on after unlink.
+    assert_eq!(seg.slab().used_slots(), 0);
+
+    let grp = Name::new("grp");
+    let _g = Segment::create_with(&grp.0, &CreateOptions::new(cfg()).mode(0o640)).unwrap();
+    let mode = std::fs::metadata(path(&grp.0))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o640);
+}
+
+#[test]
+fn names_are_validated() {
+    for bad in ["", "a/b", ".hidden", "-x", "sp ace", "é", &"x".repeat(201)] {
+        assert!(
+            matches!(Segment::create(bad, &cfg()), Err(Error::InvalidName { .. })),
+            "{bad:?} accepted"
+        );
+        assert!(matches!(Segment::open(bad), Err(Error::InvalidName { .. })));
+    }
+}
+
+/// Writes `bytes` at `offset` of the segment's backing file.
+fn patch(name: &str, offset: u64, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path(name))
+        .unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+fn read_header(name: &str) -> Vec<u8> {
+    let mut f = std::fs::File::open(path(name)).unwrap();
+    let mut h = vec![0u8; 512];
+    f.read_exact(&mut h).unwrap();
+    h
+}
+
+/// Recomputes the header checksum (offset 68, over 512 bytes with it zeroed).
+fn fix_crc(name: &str) {
+    let mut h = read_header(name);
+    h[68..72].fill(0);
+    let crc = crc32c::crc32c(&h);
+    patch(name, 68, &crc.to_le_bytes());
+}
+
+#[test]
+fn every_bad_segment_gives_its_own_error() {
+    if in_child() {
+        return;
+    }
+    let mk = |tag: &str| {
+        let n = Name::new(tag);
+        drop(Segment::create(&n.0, &cfg()).unwrap());
+        n
+    };
+
+    // Not a psyne segment at all.
+    let foreign = Name::new("foreign");
+    std::fs::write(path(&foreign.0), b"GIF89a this is an image, not a segment").unwrap();
+    assert!(matches!(
+        Segment::open(&foreign.0),
+        Err(Error::ForeignSegment { found, .. }) if &found == b"GIF89a t"
+    ));
+
+    // Created but empty (a creator that has not sized it yet).
+    let empty = Name::new("empty");
+    std::fs::write(path(&empty.0), b"").unwrap();
+    assert!(matches!(
+        Segment::open(&empty.0),
+        Err(Error::Uninitialized { .. })
+    ));
+
+    // Truncated after creation.
+    let trunc = mk("trunc");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path(&trunc.0))
+        .unwrap()
+        .set_len(8192)
+        .unwrap();
+    assert!(matches!(
+        Segment::open(&trunc.0),
+        Err(Error::Truncated { actual: 8192, .. })
+    ));
+    // Truncated inside the header.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path(&trunc.0))
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    assert!(matches!(
+        Segment::open(&trunc.0),
+        Err(Error::Truncated { expected: 512, .. })
+    ));
+
+    // Another layout version.
+    let ver = mk("ver");
+    patch(&ver.0, 8, &7u32.to_le_bytes());
+    assert!(matches!(
+        Segment::open(&ver.0),
+        Err(Error::VersionMismatch {
+            found: 7,
+            expected: 1,
+            ..
+        })
+    ));
+
+    // A flipped bit in the header.
+    let crc = mk("crc");
+    let h = read_header(&crc.0);
+    patch(&crc.0, 40, &[h[40] ^ 0x10]);
+    assert!(matches!(
+        Segment::open(&crc.0),
+        Err(Error::CorruptHeader { .. })
+    ));
+
+    // Valid checksum, impossible offsets: the slab area moved past the data
+    // region start (area 0 is at 96; its offset field at 104).
+    let off = mk("offset");
+    patch(&off.0, 104, &(1u64 << 40).to_le_bytes());
+    fix_crc(&off.0);
+    assert!(matches!(
+        Segment::open(&off.0),
+        Err(Error::InvalidLayout { .. })
+    ));
+    // A data region that does not start on a page.
+    let off2 = mk("offset2");
+    patch(&off2.0, 24, &4000u64.to_le_bytes());
+    fix_crc(&off2.0);
+    assert!(matches!(
+        Segment::open(&off2.0),
+        Err(Error::InvalidLayout { .. })
+    ));
+
+    // Damaged slab metadata (class table checksum) behind a valid header.
+    let slab = mk("slabmeta");
+    let h = read_header(&slab.0);
+    let area0 = u64::from_le_bytes(h[104..112].try_into().unwrap());
+    patch(&slab.0, area0 + 128, &12345u64.to_le_bytes()); // class 0 slot size
+    assert!(matches!(
+        Segment::open(&slab.0),
+        Err(Error::CorruptHeader { .. })
+    ));
+
+    // A file larger than its header says.
+    let big = mk("big");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path(&big.0))
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len + 4096).unwrap();
+    assert!(matches!(
+        Segment::open(&big.0),
+        Err(Error::InvalidLayout { .. })
+    ));
+}
+
+#[test]
+fn read_only_receiver_reads_but_cannot_write() {
+    if in_child() {
+        return;
+    }
+    let name = Name::new("ro");
+    let seg = Segment::create(&name.0, &cfg()).unwrap();
+    let mut s = seg.slab().alloc_tensor::<u8>(&Shape::vector(3)).unwrap();
+    s.tensor_mut::<u8>()
+        .unwrap()
+        .copy_from_slice(&[7, 8, 9])
+        .unwrap();
+    let h = s.into_handle();
+
+    let rx = Segment::open_with(&name.0, DataAccess::ReadOnly).unwrap();
+    assert!(!rx.data_writable());
+    assert!(matches!(rx.slab().alloc(1), Err(Error::ReadOnly)));
+    let view = rx.slab().take(h).unwrap();
+    assert_eq!(&*view.tensor::<u8>().unwrap(), &[7, 8, 9]);
+    drop(view); // a read-only receiver can still release the slot
+    assert_eq!(seg.slab().used_slots(), 0);
+}
+
+#[test]
+fn oversize_allocation_is_an_error() {
+    if in_child() {
+        return;
+    }
+    let name = Name::new("big-alloc");
+    let seg = Segment::create(&name.0, &cfg()).unwrap();
+    let shape = Shape::matrix(1024, 1024).unwrap(); // 4 MiB of f32 > 1 MiB slots
+    assert!(matches!(
+        seg.slab().alloc_tensor::<f32>(&shape),
+        Err(Error::TooLarge {
+            requested: 4194304,
+            max: 1048576
+        })
+    ));
+    assert_eq!(seg.slab().used_slots(), 0);
+}
+
+#[test]
+fn another_users_segment_cannot_be_opened() {
+    if in_child() {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a child as another user");
+        return;
+    }
+    let name = Name::new("perm");
+    let _seg = Segment::create(&name.0, &cfg()).unwrap();
+    let mut c = child("open", &name.0);
+    c.uid(65534).gid(65534);
+    let out = match c.output() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("skipped: cannot run the test binary as nobody ({e})");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() && !stdout.contains("permission") {
+        eprintln!(
+            "skipped: the child could not run as nobody: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    assert!(stdout.contains("permission-denied"), "child said: {stdout}");
+}
