@@ -51,3 +51,8 @@ pub use tensor::{
     Matrix4x4f, MatrixMut, QTensor, QuantKind, QuantParams, QuantizedTensor, Shape, Tensor,
     TensorMut, UInt8Vector, Vector, VectorMut,
 };
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -11,7 +11,7 @@
 //! be a GPU storage-buffer binding offset; slots of a page or more are
 //! page-aligned.
 
-use std::sync::atomic::{fence, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use super::region::Memory;
 use super::slot::{Handle, Slot, SlotMut, TensorHeader};
 use crate::error::{Error, Result};
 use crate::sync::freelist::{self, pack, NIL};
+use crate::sync::slotstate;
 use crate::sync::Ordering;
 use crate::tensor::{Element, Shape};
 
@@ -67,17 +68,15 @@ struct ClassDesc {
 #[repr(C)]
 struct ClassHot {
     head: AtomicU64,
-    free: AtomicU64,
-    allocs: AtomicU64,
     failures: AtomicU64,
-    _pad: [u64; 4],
+    _pad: [u64; 6],
 }
 
 /// The atomic part of a slot header; a [`TensorHeader`] follows it.
 #[repr(C)]
 pub(crate) struct SlotAtomics {
-    pub(crate) refcount: AtomicU32,
-    pub(crate) generation: AtomicU32,
+    /// Generation and holders ([`crate::sync::slotstate`]).
+    pub(crate) state: AtomicU64,
     pub(crate) owner_pid: AtomicU32,
     pub(crate) next_free: AtomicU32,
 }
@@ -172,7 +171,7 @@ impl SlabConfig {
                     "slot size {size} exceeds the maximum of {MAX_SLOT_SIZE} bytes"
                 )));
             }
-            if count >= NIL {
+            if count == NIL {
                 return Err(Error::InvalidConfig(format!(
                     "{count} slots in one class is too many"
                 )));
@@ -264,7 +263,8 @@ pub struct ClassStats {
     pub slots: u32,
     /// Slots allocated now.
     pub used: u32,
-    /// Successful allocations since creation.
+    /// Allocations since creation (frees, counted by the slots'
+    /// generations, plus slots in use).
     pub allocs: u64,
     /// Allocations that found this class empty.
     pub failures: u64,
@@ -330,9 +330,10 @@ impl Slab {
         meta.config_crc = config_crc(&meta, &descs);
 
         let ctl = &mem.control;
-        // SAFETY (for the writes below): the segment is being created; no
-        // other process can see it before its header's magic is published,
-        // so this thread has exclusive access to the control area.
+        // SAFETY: the segment is being created; no other process can see it
+        // before its header's magic is published, so this thread has
+        // exclusive access to the control area; `ptr` checked bounds and
+        // alignment.
         unsafe {
             ctl.ptr::<SlabMeta>(area).write(meta);
             for (i, d) in descs.iter().enumerate() {
@@ -346,12 +347,10 @@ impl Slab {
             hot.head.store(pack(0, NIL), Ordering::Relaxed);
             for i in (0..c.slot_count).rev() {
                 let s = slab.slot_atomics(c, i);
-                s.refcount.store(0, Ordering::Relaxed);
-                s.generation.store(0, Ordering::Relaxed);
+                s.state.store(0, Ordering::Relaxed);
                 s.owner_pid.store(0, Ordering::Relaxed);
                 freelist::push(&hot.head, i, &s.next_free);
             }
-            hot.free.store(c.slot_count as u64, Ordering::Relaxed);
         }
         Ok(slab)
     }
@@ -431,7 +430,7 @@ impl Slab {
                 || d.slot_size % align != 0
             {
                 Some(format!("slot size {}", d.slot_size))
-            } else if d.slot_count == 0 || d.slot_count >= NIL {
+            } else if d.slot_count == 0 || d.slot_count == NIL {
                 Some(format!("slot count {}", d.slot_count))
             } else if d.slot_align as u64 != align || d.data_offset % align != 0 {
                 Some(format!(
@@ -560,16 +559,13 @@ impl Slab {
                 hot.failures.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            hot.free.fetch_sub(1, Ordering::Relaxed);
-            hot.allocs.fetch_add(1, Ordering::Relaxed);
             let s = self.slot_atomics(c, index);
-            if s.refcount.swap(1, Ordering::Relaxed) != 0 {
-                return Err(Error::Corrupt(format!(
-                    "slot {index} of size class {ci} was on the free list while referenced"
-                )));
-            }
+            let generation = slotstate::begin_write(&s.state).map_err(|state| {
+                Error::Corrupt(format!(
+                    "slot {index} of size class {ci} was on the free list while held (state {state:#x})"
+                ))
+            })?;
             s.owner_pid.store(self.inner.pid, Ordering::Relaxed);
-            let generation = s.generation.load(Ordering::Relaxed);
             let header = TensorHeader::raw(nbytes);
             // SAFETY: we popped the slot, so we own it exclusively; nobody
             // reads its tensor header until we publish a handle.
@@ -611,7 +607,7 @@ impl Slab {
         Ok(slot)
     }
 
-    /// Finds the class and index a handle names, and checks its generation.
+    /// Finds the class and index a handle names.
     pub(crate) fn resolve(&self, h: &Handle) -> Result<(u8, u32)> {
         let ci = self
             .inner
@@ -636,14 +632,6 @@ impl Slab {
             )));
         }
         let index = (rel / c.slot_size) as u32;
-        let s = self.slot_atomics(c, index);
-        let slot_gen = s.generation.load(Ordering::Acquire);
-        if slot_gen != h.generation || s.refcount.load(Ordering::Acquire) == 0 {
-            return Err(Error::StaleHandle {
-                handle: h.generation,
-                slot: slot_gen,
-            });
-        }
         Ok((ci as u8, index))
     }
 
@@ -659,11 +647,16 @@ impl Slab {
     /// [`Error::StaleHandle`] if the slot was freed since.
     pub fn take(&self, h: Handle) -> Result<Slot> {
         let (ci, index) = self.resolve(&h)?;
+        let s = self.slot_atomics(self.class(ci), index);
+        slotstate::claim(&s.state, h.generation, true).map_err(|r| refused(&h, r))?;
         let slot = Slot::new(self.clone(), ci, index, h.generation);
-        slot.check_len(h.len)?;
-        self.slot_atomics(self.class(ci), index)
-            .owner_pid
-            .store(self.inner.pid, Ordering::Relaxed);
+        if let Err(e) = slot.check_len(h.len) {
+            // Not the handle that was published: give the reference back.
+            slotstate::to_pending(&s.state);
+            std::mem::forget(slot);
+            return Err(e);
+        }
+        s.owner_pid.store(self.inner.pid, Ordering::Relaxed);
         Ok(slot)
     }
 
@@ -674,82 +667,54 @@ impl Slab {
     /// As [`Slab::take`].
     pub fn share(&self, h: &Handle) -> Result<Slot> {
         let (ci, index) = self.resolve(h)?;
-        let c = *self.class(ci);
-        let s = self.slot_atomics(&c, index);
-        let mut rc = s.refcount.load(Ordering::Relaxed);
-        loop {
-            if rc == 0 {
-                return Err(Error::StaleHandle {
-                    handle: h.generation,
-                    slot: s.generation.load(Ordering::Relaxed),
-                });
-            }
-            // Acquire: pairs with the release of the slot's previous state, so
-            // our reads of the header and payload see the writer's bytes.
-            match s
-                .refcount
-                .compare_exchange_weak(rc, rc + 1, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(now) => rc = now,
-            }
-        }
-        // We hold a reference now; if the slot was recycled between resolve
-        // and the increment, it is another tensor: give the reference back.
+        let s = self.slot_atomics(self.class(ci), index);
+        slotstate::claim(&s.state, h.generation, false).map_err(|r| refused(h, r))?;
         let slot = Slot::new(self.clone(), ci, index, h.generation);
-        let now = s.generation.load(Ordering::Acquire);
-        if now != h.generation {
-            drop(slot);
-            return Err(Error::StaleHandle {
-                handle: h.generation,
-                slot: now,
-            });
-        }
         slot.check_len(h.len)?;
         Ok(slot)
     }
 
     /// Drops one reference; the last one frees the slot.
     pub(crate) fn release(&self, class: u8, index: u32) {
-        let c = self.class(class);
-        let s = self.slot_atomics(c, index);
-        // Release: our reads and writes of the slot happen before the free
-        // that the last reference performs (it fences with Acquire).
-        if s.refcount.fetch_sub(1, Ordering::Release) != 1 {
-            return;
+        let s = self.slot_atomics(self.class(class), index);
+        if slotstate::release(&s.state) {
+            self.free(class, index);
         }
-        fence(Ordering::Acquire);
-        self.free(class, index);
     }
 
-    /// Returns a slot with no references to its free list.
-    fn free(&self, class: u8, index: u32) {
+    /// Returns a slot with no holders left (or given up by its exclusive
+    /// writer) to its free list.
+    pub(crate) fn free(&self, class: u8, index: u32) {
         let c = self.class(class);
         let s = self.slot_atomics(c, index);
         // A new generation makes every outstanding handle stale.
-        s.generation.fetch_add(1, Ordering::Release);
+        slotstate::retire(&s.state);
         s.owner_pid.store(0, Ordering::Relaxed);
-        let hot = self.hot(c);
-        freelist::push(&hot.head, index, &s.next_free);
-        hot.free.fetch_add(1, Ordering::Relaxed);
+        freelist::push(&self.hot(c).head, index, &s.next_free);
     }
 
     /// Usage of every size class, smallest first.
     ///
-    /// The counts are exact when no allocation or free is in flight.
+    /// Computed by reading every slot's state word (no counter sits on the
+    /// allocation path), so it costs one load per slot; exact when no
+    /// allocation or free is in flight.
     pub fn stats(&self) -> Vec<ClassStats> {
         self.inner
             .classes
             .iter()
             .map(|c| {
-                let hot = self.hot(c);
-                let free = hot.free.load(Ordering::Relaxed).min(c.slot_count as u64) as u32;
+                let (mut used, mut frees) = (0u32, 0u64);
+                for i in 0..c.slot_count {
+                    let st = self.slot_atomics(c, i).state.load(Ordering::Relaxed);
+                    used += (slotstate::holders(st) != 0) as u32;
+                    frees += slotstate::generation(st) as u64;
+                }
                 ClassStats {
                     slot_size: c.slot_size,
                     slots: c.slot_count,
-                    used: c.slot_count - free,
-                    allocs: hot.allocs.load(Ordering::Relaxed),
-                    failures: hot.failures.load(Ordering::Relaxed),
+                    used,
+                    allocs: frees + used as u64,
+                    failures: self.hot(c).failures.load(Ordering::Relaxed),
                 }
             })
             .collect()
@@ -776,4 +741,22 @@ fn config_crc(meta: &SlabMeta, descs: &[ClassDesc]) -> u32 {
         crc = crc32c::crc32c_append(crc, bytemuck::bytes_of(d));
     }
     crc
+}
+
+fn refused(h: &Handle, r: slotstate::Refused) -> Error {
+    match r {
+        slotstate::Refused::Stale { now } => Error::StaleHandle {
+            handle: h.generation,
+            slot: now,
+        },
+        slotstate::Refused::Writing => {
+            Error::InvalidHandle(format!("slot {h} is still being written (not published)"))
+        }
+        slotstate::Refused::NotPending => Error::InvalidHandle(format!(
+            "the reference carried by handle {h} was already taken"
+        )),
+        slotstate::Refused::Overflow => {
+            Error::InvalidHandle(format!("too many references to slot {h}"))
+        }
+    }
 }

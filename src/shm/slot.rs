@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::slab::Slab;
 use crate::error::{Error, Result};
-use crate::sync::Ordering;
+use crate::sync::slotstate;
 use crate::tensor::quant::{self, QTensor, QuantKind, QuantParams};
 use crate::tensor::{DType, Element, Shape, Tensor, TensorMut};
 
@@ -352,6 +352,7 @@ impl SlotMut {
     /// to [`Slab::take`]. The slot stays allocated until that taker drops it.
     pub fn into_handle(self) -> Handle {
         let h = self.handle();
+        self.publish(true);
         std::mem::forget(self);
         h
     }
@@ -359,15 +360,26 @@ impl SlotMut {
     /// Turns the exclusive slot into a read-only reference (which can then
     /// be cloned, e.g. for several readers).
     pub fn into_shared(self) -> Slot {
+        self.publish(false);
         let s = Slot::new(self.slab.clone(), self.class, self.index, self.generation);
         std::mem::forget(self);
         s
+    }
+
+    fn publish(&self, pending: bool) {
+        let c = self.slab.class(self.class);
+        slotstate::publish(
+            &self.slab.slot_atomics(c, self.index).state,
+            self.generation,
+            pending,
+        );
     }
 }
 
 impl Drop for SlotMut {
     fn drop(&mut self) {
-        self.slab.release(self.class, self.index);
+        // The only holder: free without touching a reference count.
+        self.slab.free(self.class, self.index);
     }
 }
 
@@ -494,6 +506,8 @@ impl Slot {
     /// Gives up this reference into a handle, for [`Slab::take`].
     pub fn into_handle(self) -> Handle {
         let h = self.handle();
+        let c = self.slab.class(self.class);
+        slotstate::to_pending(&self.slab.slot_atomics(c, self.index).state);
         std::mem::forget(self);
         h
     }
@@ -502,11 +516,7 @@ impl Slot {
 impl Clone for Slot {
     fn clone(&self) -> Self {
         let c = self.slab.class(self.class);
-        // Relaxed: we already hold a reference, like Arc::clone.
-        self.slab
-            .slot_atomics(c, self.index)
-            .refcount
-            .fetch_add(1, Ordering::Relaxed);
+        slotstate::add_ref(&self.slab.slot_atomics(c, self.index).state);
         Slot::new(self.slab.clone(), self.class, self.index, self.generation)
     }
 }

@@ -165,6 +165,35 @@ fn handle_round_trip_take_share_and_stale() {
 }
 
 #[test]
+fn a_slot_is_never_read_while_written_nor_taken_twice() {
+    let seg = small();
+    let slab = seg.slab();
+    let mut w = slab.alloc(8).unwrap();
+    let early = w.handle();
+    // The writer still holds it: no reader may see half-written bytes.
+    assert!(
+        matches!(slab.share(&early), Err(Error::InvalidHandle(m)) if m.contains("being written"))
+    );
+    assert!(matches!(slab.take(early), Err(Error::InvalidHandle(_))));
+    w.bytes_mut().copy_from_slice(b"complete");
+    let h = w.into_handle();
+    let first = slab.take(h).unwrap();
+    // The handle carried one reference; a second take is refused, not a
+    // second owner of the same reference.
+    assert!(matches!(slab.take(h), Err(Error::InvalidHandle(m)) if m.contains("already taken")));
+    // A reader's reference can become a handle again.
+    let again = first.into_handle();
+    assert_eq!(slab.take(again).unwrap().bytes(), b"complete");
+    assert_eq!(slab.used_slots(), 0);
+    // A forged length does not consume the handle's reference.
+    let w = slab.alloc(8).unwrap();
+    let h = w.into_handle();
+    assert!(slab.take(Handle { len: 3, ..h }).is_err());
+    assert!(slab.take(h).is_ok());
+    assert_eq!(slab.used_slots(), 0);
+}
+
+#[test]
 fn invalid_handles_are_errors() {
     let seg = small();
     let slab = seg.slab();
@@ -270,13 +299,6 @@ fn threads_never_see_overlapping_slots() {
     assert_eq!(seg.slab().used_slots(), 0);
     let stats = seg.slab().stats();
     assert!(stats.iter().map(|s| s.allocs).sum::<u64>() > 0);
-}
-
-#[test]
-fn read_only_data_refuses_writers() {
-    // Anonymous segments are writable; the read-only case needs a named
-    // segment and is in tests/segment.rs. Here: a writable slab says so.
-    assert!(small().slab().writable());
 }
 
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@
 //! model checker explores.
 
 pub(crate) mod freelist;
+pub(crate) mod slotstate;
 
 pub use std::sync::atomic::Ordering;
 
@@ -24,6 +25,8 @@ pub(crate) trait AtomicWord {
         success: Ordering,
         failure: Ordering,
     ) -> Result<Self::Value, Self::Value>;
+    fn fetch_add(&self, value: Self::Value, order: Ordering) -> Self::Value;
+    fn fetch_sub(&self, value: Self::Value, order: Ordering) -> Self::Value;
 }
 
 macro_rules! atomic_word {
@@ -47,6 +50,14 @@ macro_rules! atomic_word {
                 failure: Ordering,
             ) -> Result<$v, $v> {
                 <$atomic>::compare_exchange_weak(self, current, new, success, failure)
+            }
+            #[inline]
+            fn fetch_add(&self, value: $v, order: Ordering) -> $v {
+                <$atomic>::fetch_add(self, value, order)
+            }
+            #[inline]
+            fn fetch_sub(&self, value: $v, order: Ordering) -> $v {
+                <$atomic>::fetch_sub(self, value, order)
             }
         }
     };

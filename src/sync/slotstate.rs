@@ -1,0 +1,292 @@
+//! The state word of a slot: who may touch its bytes, and which tensor it
+//! holds.
+//!
+//! One 64-bit atomic per slot: the upper 32 bits are the slot's
+//! *generation* (bumped every time the slot is freed, so handles to an older
+//! tensor go stale); the lower 32 bits say who holds it:
+//!
+//! | bits   | meaning |
+//! |--------|---------|
+//! | 31     | `WRITER`: one [`SlotMut`](crate::SlotMut) owns the slot exclusively |
+//! | 20..31 | pending: references carried by handles not yet taken (at most 2047) |
+//! | 0..20  | refs: live read-only references (at most 2^20 - 1) |
+//!
+//! A slot is free when the lower word is 0. Because generation and holders
+//! share one word, every claim ("take the pending reference of generation
+//! g", "add a reader to generation g") is one compare-and-swap that checks
+//! both: a handle to a recycled slot can never claim the new tensor, and a
+//! slot being written can never be read.
+
+use super::{AtomicWord, Ordering};
+
+pub(crate) const WRITER: u32 = 1 << 31;
+pub(crate) const PENDING: u32 = 1 << 20;
+const REFS: u32 = PENDING - 1;
+const PENDINGS: u32 = (WRITER - 1) & !REFS;
+
+#[inline]
+pub(crate) const fn generation(state: u64) -> u32 {
+    (state >> 32) as u32
+}
+
+#[inline]
+pub(crate) const fn holders(state: u64) -> u32 {
+    state as u32
+}
+
+#[inline]
+const fn pack(generation: u32, holders: u32) -> u64 {
+    ((generation as u64) << 32) | holders as u64
+}
+
+/// Live read-only references in a state.
+#[inline]
+pub(crate) const fn refs(state: u64) -> u32 {
+    holders(state) & REFS
+}
+
+/// Why a claim on a slot was refused.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The slot holds another generation now (or is free).
+    Stale { now: u32 },
+    /// A writer holds the slot: its tensor is not published yet.
+    Writing,
+    /// No handle-carried reference is left to take.
+    NotPending,
+    /// The reference counts are at their limit.
+    Overflow,
+}
+
+/// Claims a slot just popped off the free list for writing. Returns its
+/// generation, or the unexpected state if the slot was not free (a damaged
+/// segment).
+#[inline]
+pub(crate) fn begin_write<A: AtomicWord<Value = u64>>(st: &A) -> Result<u32, u64> {
+    // Relaxed: the pop that gave us the slot was an Acquire.
+    let s = st.load(Ordering::Relaxed);
+    if holders(s) != 0 {
+        return Err(s);
+    }
+    st.store(pack(generation(s), WRITER), Ordering::Relaxed);
+    Ok(generation(s))
+}
+
+/// The writer hands its exclusive reference on: to a handle (`pending`) or
+/// to one read-only reference.
+#[inline]
+pub(crate) fn publish<A: AtomicWord<Value = u64>>(st: &A, generation: u32, pending: bool) {
+    let holders = if pending { PENDING } else { 1 };
+    // Release: pairs with the Acquire CAS in `claim`; the tensor the writer
+    // wrote happens-before any read by whoever claims the reference.
+    st.store(pack(generation, holders), Ordering::Release);
+}
+
+/// Takes a reference for generation `gen`: `pending` takes over one carried
+/// by a handle; otherwise adds a reader to an already published slot.
+#[inline]
+pub(crate) fn claim<A: AtomicWord<Value = u64>>(
+    st: &A,
+    gen: u32,
+    pending: bool,
+) -> Result<(), Refused> {
+    let mut s = st.load(Ordering::Relaxed);
+    loop {
+        let h = holders(s);
+        if generation(s) != gen || h == 0 {
+            return Err(Refused::Stale { now: generation(s) });
+        }
+        if h & WRITER != 0 {
+            return Err(Refused::Writing);
+        }
+        if refs(s) == REFS {
+            return Err(Refused::Overflow);
+        }
+        let new = if pending {
+            if h & PENDINGS == 0 {
+                return Err(Refused::NotPending);
+            }
+            h - PENDING + 1
+        } else {
+            h + 1
+        };
+        // Acquire: pairs with the Release in `publish`, so the claimer sees
+        // the tensor's bytes and header.
+        match st.compare_exchange_weak(s, pack(gen, new), Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return Ok(()),
+            Err(now) => s = now,
+        }
+    }
+}
+
+/// Adds a reader to a slot the caller already reads (a clone).
+///
+/// Panics if the slot has 2^20 - 1 readers, like `Arc` aborting on overflow.
+#[inline]
+pub(crate) fn add_ref<A: AtomicWord<Value = u64>>(st: &A) {
+    // Relaxed: we already hold a reference (as in Arc::clone).
+    let prev = st.fetch_add(1, Ordering::Relaxed);
+    if refs(prev) >= REFS - 1 {
+        st.fetch_sub(1, Ordering::Relaxed);
+        panic!("psyne: more than 2^20 - 2 live references to one slot");
+    }
+}
+
+/// Turns one of the caller's read references into a handle-carried one.
+///
+/// Panics if 2047 handles of the slot are already pending.
+#[inline]
+pub(crate) fn to_pending<A: AtomicWord<Value = u64>>(st: &A) {
+    // Release: a taker in another process sees what we saw.
+    let prev = st.fetch_add((PENDING - 1) as u64, Ordering::Release);
+    if holders(prev) & PENDINGS == PENDINGS {
+        st.fetch_sub((PENDING - 1) as u64, Ordering::Relaxed);
+        panic!("psyne: more than 2047 pending handles to one slot");
+    }
+}
+
+/// Drops one read reference. Returns true if it was the last holder: the
+/// caller must then [`retire`] the slot and free it.
+#[inline]
+pub(crate) fn release<A: AtomicWord<Value = u64>>(st: &A) -> bool {
+    // AcqRel: our reads of the slot happen-before the free that the last
+    // holder performs, and the last holder sees everyone's.
+    holders(st.fetch_sub(1, Ordering::AcqRel)) == 1
+}
+
+/// Marks a slot with no holders left (or the exclusive writer giving up) as
+/// free: the generation moves on, so every handle to it goes stale. The
+/// caller pushes it on the free list next, which publishes the new state.
+#[inline]
+pub(crate) fn retire<A: AtomicWord<Value = u64>>(st: &A) {
+    let s = st.load(Ordering::Relaxed);
+    st.store(pack(generation(s).wrapping_add(1), 0), Ordering::Release);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn lifecycle() {
+        let st = AtomicU64::new(0);
+        assert_eq!(begin_write(&st), Ok(0));
+        assert_eq!(claim(&st, 0, false), Err(Refused::Writing));
+        assert_eq!(claim(&st, 0, true), Err(Refused::Writing));
+        publish(&st, 0, true);
+        assert_eq!(claim(&st, 1, true), Err(Refused::Stale { now: 0 }));
+        assert_eq!(claim(&st, 0, false), Ok(())); // a reader alongside the pending handle
+        assert_eq!(claim(&st, 0, true), Ok(())); // the handle is taken
+        assert_eq!(claim(&st, 0, true), Err(Refused::NotPending)); // only once
+        assert_eq!(refs(st.load(Ordering::Relaxed)), 2);
+        assert!(!release(&st));
+        assert!(release(&st));
+        retire(&st);
+        assert_eq!(claim(&st, 0, false), Err(Refused::Stale { now: 1 }));
+        assert_eq!(begin_write(&st), Ok(1));
+    }
+
+    #[test]
+    fn a_busy_slot_is_not_claimed_for_writing() {
+        let st = AtomicU64::new(pack(3, 2));
+        assert_eq!(begin_write(&st), Err(pack(3, 2)));
+    }
+
+    #[test]
+    fn pending_handles_from_readers() {
+        let st = AtomicU64::new(0);
+        begin_write(&st).unwrap();
+        publish(&st, 0, false);
+        add_ref(&st);
+        to_pending(&st); // one reader becomes a handle
+        assert_eq!(refs(st.load(Ordering::Relaxed)), 1);
+        assert!(!release(&st));
+        assert_eq!(claim(&st, 0, true), Ok(()));
+        assert!(release(&st));
+    }
+}
+
+/// Loom models: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::*;
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::AtomicU64;
+    use loom::sync::Arc;
+
+    struct SlotModel {
+        state: AtomicU64,
+        payload: UnsafeCell<u32>,
+    }
+
+    // SAFETY: the payload is guarded by the state word's protocol, which is
+    // what the model checks.
+    unsafe impl Sync for SlotModel {}
+
+    fn read(s: &SlotModel) -> u32 {
+        // SAFETY: called only while holding a reference; loom reports a race
+        // if the protocol lets a writer in meanwhile.
+        s.payload.with(|p| unsafe { *p })
+    }
+
+    /// Finish with a reference; the last holder frees the slot and a new
+    /// writer reuses it at once (writing the payload).
+    fn drop_ref(s: &SlotModel) {
+        if release(&s.state) {
+            retire(&s.state);
+            let g = begin_write(&s.state).expect("free slot");
+            assert_eq!(g, 1);
+            // SAFETY: exclusive after begin_write.
+            s.payload.with_mut(|p| unsafe { *p = 7 });
+        }
+    }
+
+    /// A tensor is written and published while another thread waits for
+    /// the handle; the writer then adds itself as a reader of the same
+    /// generation. Whatever the interleaving, readers see the published
+    /// value (the taker is spawned before the write, so only the state word
+    /// can order it), the slot is recycled exactly once, and nobody reads
+    /// while the next writer writes.
+    #[test]
+    fn loom_take_share_release_reuse() {
+        loom::model(|| {
+            let s = Arc::new(SlotModel {
+                state: AtomicU64::new(0),
+                payload: UnsafeCell::new(0),
+            });
+            let s2 = s.clone();
+            let taker = loom::thread::spawn(move || {
+                while claim(&s2.state, 0, true).is_err() {
+                    loom::thread::yield_now();
+                }
+                assert_eq!(read(&s2), 42);
+                drop_ref(&s2);
+            });
+            let g = begin_write(&s.state).unwrap();
+            // SAFETY: exclusive after begin_write.
+            s.payload.with_mut(|p| unsafe { *p = 42 });
+            publish(&s.state, g, true);
+            if claim(&s.state, 0, false).is_ok() {
+                assert_eq!(read(&s), 42);
+                drop_ref(&s);
+            }
+            taker.join().unwrap();
+            let end = s.state.load(Ordering::Relaxed);
+            assert_eq!((generation(end), holders(end)), (1, WRITER));
+        });
+    }
+
+    /// Two readers release concurrently: exactly one sees itself last.
+    #[test]
+    fn loom_last_release_is_unique() {
+        loom::model(|| {
+            let st = Arc::new(AtomicU64::new(pack(0, 2)));
+            let st2 = st.clone();
+            let t = loom::thread::spawn(move || release(&*st2));
+            let mine = release(&*st);
+            let theirs = t.join().unwrap();
+            assert!(mine ^ theirs);
+        });
+    }
+}
