@@ -1,8 +1,12 @@
 //! Slab alloc + free against heap allocation of the same size.
 //!
 //! `cargo bench --bench slab`. The slab lives in a real shared-memory
-//! segment; the heap baseline is `Vec<u8>` with uninitialised capacity
-//! (`Vec::with_capacity`), so neither side touches the payload bytes.
+//! segment. Two heap baselines of the same size, measured in the same run:
+//! `vec![0u8; n]`, the buffer safe Rust code can write into (what a
+//! producer would otherwise allocate per message), and
+//! `Vec::with_capacity(n)`, malloc/free alone with no bytes touched. A slab
+//! slot, like the second, is handed out without touching its bytes, but is
+//! ready to write.
 
 use std::hint::black_box;
 
@@ -24,7 +28,10 @@ fn alloc_free(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("psyne_slab", label), &size, |b, &size| {
             b.iter(|| black_box(slab.alloc(black_box(size)).expect("slot")))
         });
-        g.bench_with_input(BenchmarkId::new("heap_vec", label), &size, |b, &size| {
+        g.bench_with_input(BenchmarkId::new("heap_vec_zeroed", label), &size, |b, &size| {
+            b.iter(|| black_box(vec![0u8; black_box(size as usize)]))
+        });
+        g.bench_with_input(BenchmarkId::new("heap_with_capacity", label), &size, |b, &size| {
             b.iter(|| black_box(Vec::<u8>::with_capacity(black_box(size as usize))))
         });
     }

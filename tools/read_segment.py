@@ -9,8 +9,8 @@ importable, the tensor is also built as a numpy array (read_tensor()).
 
 Prints one JSON object on stdout. Any validation failure: a message on
 stderr and exit status 2. The reader maps the segment read-only and takes no
-reference: it checks the slot's generation and refcount before and after
-copying the payload.
+reference: it checks the slot's state word (generation, holders) before and
+after copying the header and payload.
 """
 import argparse
 import json
@@ -29,14 +29,14 @@ except ImportError:  # numpy is optional
 MAGIC = b"PSYNESHM"
 SLAB_MAGIC = 0x31424C53  # b"SLB1"
 VERSION, HEADER_SIZE, PAGE, MAX_AREAS, MAX_CLASSES = 1, 512, 4096, 13, 16
-NIL = 0xFFFFFFFF
-MAX_SLOT_SIZE = 2**32 - 4096
+NIL, MAX_SLOT_SIZE = 0xFFFFFFFF, 2**32 - 4096
 F32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
 HEADER = struct.Struct("<8sIIQQQQIIIIII24x")  # 96 bytes, then 13 area entries
 AREA = struct.Struct("<IIQQ8x")  # 32 bytes
 SLAB_META = struct.Struct("<IIIIQQ96x")  # 128 bytes
-CLASS = struct.Struct("<QIIQQ32xQQQQ32x")  # 128 bytes: descriptor + hot line
-SLOT = struct.Struct("<IIII")  # atomics of a slot header
+CLASS = struct.Struct("<QIIQQ32xQQ48x")  # 128 bytes: descriptor + hot line (head, failures)
+SLOT = struct.Struct("<QII")  # slot header atomics: state, owner_pid, next_free
+WRITER = 1 << 31  # holders bit: the slot is still being written
 TENSOR = struct.Struct("<QBBBxIQ8QQQfi")  # 112 bytes at slot header offset 16
 # code: (name, struct char, values per element) for the plain dtypes
 PLAIN = {0: ("raw", "B", 1), 1: ("f32", "f", 1), 2: ("f64", "d", 1), 3: ("f16", "e", 1),
@@ -44,10 +44,9 @@ PLAIN = {0: ("raw", "B", 1), 1: ("f32", "f", 1), 2: ("f64", "d", 1), 3: ("f16", 
          8: ("i32", "i", 1), 9: ("i64", "q", 1), 10: ("u32", "I", 1), 11: ("bool", "B", 1),
          12: ("c32", "f", 2), 13: ("c64", "d", 2)}
 QUANT = {32: "qint8", 33: "q8block", 34: "q4block"}
-NUMPY_DTYPES = {"raw": "uint8", "f32": "float32", "f64": "float64", "f16": "float16",
-                "bf16": "float32", "i8": "int8", "u8": "uint8", "i16": "int16", "i32": "int32",
-                "i64": "int64", "u32": "uint32", "bool": "bool", "c32": "complex64",
-                "c64": "complex128"}
+NUMPY_DTYPES = {"raw": "uint8", "f16": "float16", "bf16": "float32", "u8": "uint8", "bool": "bool",
+                "c32": "complex64", "c64": "complex128", "f32": "float32", "f64": "float64",
+                "i8": "int8", "i16": "int16", "i32": "int32", "i64": "int64", "u32": "uint32"}
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}\Z")
 
 
@@ -62,13 +61,11 @@ def crc32c(data, crc=0):
     return crc ^ 0xFFFFFFFF
 
 
-def _crc_entry(i):
+_CRC_TABLE = []
+for _c in range(256):
     for _ in range(8):
-        i = (i >> 1) ^ 0x82F63B78 if i & 1 else i >> 1
-    return i
-
-
-_CRC_TABLE = [_crc_entry(i) for i in range(256)]
+        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1  # reflected Castagnoli polynomial
+    _CRC_TABLE.append(_c)
 assert crc32c(b"123456789") == 0xE3069283
 
 
@@ -96,15 +93,17 @@ class Segment:
         except PermissionError:
             raise Invalid(f"permission denied opening segment {name!r}") from None
         try:
-            size = os.fstat(fd).st_size
+            self.size = size = os.fstat(fd).st_size
             if size == 0:
                 raise Invalid(f"segment {name!r} is not initialised yet (size 0)")
             self.m = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
-        self.size = size
         self._header()
         self._slab()
+
+    def _bad(self, why):
+        return Invalid(f"segment {self.name!r} has an impossible layout: {why}")
 
     def _header(self):
         m, name, size = self.m, self.name, self.size
@@ -123,7 +122,7 @@ class Segment:
         crc = crc32c(raw[:68] + b"\0\0\0\0" + raw[72:])
         if crc != checksum:
             raise Invalid(f"segment {name!r}: header checksum {checksum:#010x}, the bytes give {crc:#010x}")
-        bad = lambda why: Invalid(f"segment {name!r} has an impossible layout: {why}")
+        bad = self._bad
         if header_size != HEADER_SIZE:
             raise bad(f"header size {header_size}")
         if size < total:
@@ -151,14 +150,13 @@ class Segment:
         self.meta_area = next(a for a in areas if a["kind"] == 1)
         if next(a for a in areas if a["kind"] == 2)["offset"] != doff:
             raise bad("the slab data area must start the data region")
-        self.version, self.total, self.data_offset, self.data_size = version, total, doff, dsize
-        self.areas = areas
+        self.version, self.total, self.data_offset, self.data_size, self.areas = \
+            version, total, doff, dsize, areas
 
     def _slab(self):
         m, name = self.m, self.name
         base, alen = self.meta_area["offset"], self.meta_area["size"]
-        bad = lambda why: Invalid(f"segment {name!r} has an impossible layout: {why}")
-        corrupt = lambda why: Invalid(f"segment {name!r} has a corrupt slab header: {why}")
+        bad, corrupt = self._bad, lambda why: Invalid(f"segment {name!r} has a corrupt slab header: {why}")
         if alen < 128:
             raise bad(f"slab area of {alen} bytes")
         meta = bytes(m[base:base + 128])
@@ -179,7 +177,7 @@ class Segment:
             raise bad("slab sizes exceed their areas")
         self.classes, prev_data, prev_hdr = [], 0, 128 + 128 * n
         for i, r in enumerate(recs):
-            ssize, count, salign, cdoff, hoff, head, free, allocs, failures = CLASS.unpack(r)
+            ssize, count, salign, cdoff, hoff, head, failures = CLASS.unpack(r)
             align = PAGE if ssize >= PAGE else 256
             if ssize == 0 or ssize > MAX_SLOT_SIZE or ssize % align:
                 raise bad(f"size class {i}: slot size {ssize}")
@@ -195,16 +193,17 @@ class Segment:
             self.classes.append({"class": i, "slot_size": ssize, "slot_count": count,
                                  "slot_align": salign, "data_offset": cdoff, "headers_offset": hoff,
                                  "free_head": None if head & NIL == NIL else head & NIL,
-                                 "free_tag": head >> 32, "free": free, "allocs": allocs,
-                                 "failures": failures})
+                                 "free_tag": head >> 32, "failures": failures})
 
-    def slot_atomics(self, c, k):
+    def slot_state(self, c, k):
+        """(file offset of slot k's header, generation, holders)."""
         at = self.meta_area["offset"] + c["headers_offset"] + 128 * k
-        return at, SLOT.unpack(self.m[at:at + 16])  # refcount, generation, owner_pid, next_free
+        state = SLOT.unpack(self.m[at:at + 16])[0]
+        return at, state >> 32, state & 0xFFFFFFFF
 
     def listing(self):
         for c in self.classes:
-            c["used"] = sum(self.slot_atomics(c, k)[1][0] > 0 for k in range(c["slot_count"]))
+            c["used"] = sum(self.slot_state(c, k)[2] != 0 for k in range(c["slot_count"]))
         return {"segment": self.name, "version": self.version, "total_size": self.total,
                 "data_offset": self.data_offset, "data_size": self.data_size,
                 "created_unix_ns": self.created_ns, "creator_pid": self.creator_pid,
@@ -223,10 +222,13 @@ class Segment:
             raise Invalid(f"invalid handle: offset {off} is not the start of a slot")
         if hlen > c["slot_size"]:
             raise Invalid(f"invalid handle: length {hlen} exceeds the slot size {c['slot_size']}")
-        at, (refcount, sgen, _, _) = self.slot_atomics(c, rel // c["slot_size"])
-        if sgen != gen or refcount == 0:
+        k = rel // c["slot_size"]
+        at, sgen, holders = self.slot_state(c, k)
+        if sgen != gen or holders == 0:
             raise Invalid(f"stale handle: it names generation {gen}, the slot is at "
-                          f"generation {sgen} with {refcount} references")
+                          f"generation {sgen}" + ("" if holders else " and free"))
+        if holders & WRITER:
+            raise Invalid(f"invalid handle: slot {off}:{gen} is still being written (not published)")
         th = TENSOR.unpack(self.m[at + 16:at + 128])
         nbytes, code, qmode, _flags, tag = th[:5]
         rank, dims, seq, _ts, qscale, qparam = th[5], th[6:14], th[14], th[15], th[16], th[17]
@@ -245,8 +247,8 @@ class Segment:
             raise Invalid(f"unknown quantization mode {qmode}")
         start = self.data_offset + off
         payload = bytes(self.m[start:start + nbytes])
-        refcount, sgen = self.slot_atomics(c, rel // c["slot_size"])[1][:2]
-        if refcount == 0 or sgen != gen:
+        _, sgen, holders = self.slot_state(c, k)
+        if holders == 0 or sgen != gen:  # freed (and maybe reused) meanwhile
             raise Invalid("stale handle: the slot was freed while it was being read")
         shape, limit = list(dims[:rank]), n if max_values is None else min(n, max_values)
         if code in PLAIN:
@@ -314,20 +316,17 @@ def decode_quant(code, qmode, qscale, qparam, shape, payload, n, limit):
     for b, s in enumerate(d):
         if not math.isfinite(s):
             raise Invalid(f"invalid quantization parameters: block {b} has a non-finite scale")
-    out = []
-    for i in range(limit):
-        b, j = divmod(i, 32)
-        if code == 33:  # Q8Block: i8 q, x = q * d
-            q = struct.unpack_from("<b", payload, vat + 32 * b + j)[0]
-        else:  # Q4Block: nibble u (low for even j), x = (u - 8) * d
-            q = ((payload[vat + 16 * b + j // 2] >> (4 * (j % 2))) & 0xF) - 8
-        out.append(q * d[b])
-    return to_f32(out)
+    if code == 33:  # Q8Block: i8 q at vat + 32*b + j (= vat + i), x = q * d
+        q = struct.unpack_from("<%db" % limit, payload, vat)
+        return to_f32([v * d[i // 32] for i, v in enumerate(q)])
+    # Q4Block: nibble u of byte vat + 16*b + j//2 (low for even j), x = (u - 8) * d
+    return to_f32([(((payload[vat + 16 * (i // 32) + i % 32 // 2] >> (4 * (i % 2))) & 0xF) - 8)
+                   * d[i // 32] for i in range(limit)])
 
 
 def read_tensor(name, handle_text, max_values=None):
     """Returns (result dict, numpy array or None)."""
-    mt = re.fullmatch(r"\s*(\d+):(\d+):(\d+)\s*", handle_text)
+    mt = re.fullmatch(r"\s*([0-9]+):([0-9]+):([0-9]+)\s*", handle_text)
     if not mt:
         raise Invalid(f"invalid handle {handle_text!r}: expected offset:generation:len")
     h = tuple(int(x) for x in mt.groups())
@@ -349,6 +348,8 @@ def main(argv=None):
     ap.add_argument("--list", action="store_true", help="print the header and slab classes")
     ap.add_argument("--max-values", type=int, metavar="N", help="print at most N values")
     a = ap.parse_args(argv)
+    if a.max_values is not None and a.max_values < 0:
+        ap.error("--max-values must be >= 0")
     try:
         if a.list:
             out = Segment(a.name).listing()

@@ -67,8 +67,15 @@ impl Shape {
     }
 
     /// A rank-1 shape.
+    ///
+    /// # Panics
+    /// If `n` is 2^59 or more (its byte size for 16-byte elements would
+    /// overflow; no such buffer exists).
     pub fn vector(n: usize) -> Shape {
-        Shape::new(&[n as u64]).expect("a vector length always fits")
+        assert!((n as u64) < 1 << 59, "vector length {n} overflows");
+        let mut dims = [0; MAX_RANK];
+        dims[0] = n as u64;
+        Shape { rank: 1, dims }
     }
 
     /// A rank-2 shape (`rows x cols`).
