@@ -28,12 +28,16 @@ fn alloc_free(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("psyne_slab", label), &size, |b, &size| {
             b.iter(|| black_box(slab.alloc(black_box(size)).expect("slot")))
         });
-        g.bench_with_input(BenchmarkId::new("heap_vec_zeroed", label), &size, |b, &size| {
-            b.iter(|| black_box(vec![0u8; black_box(size as usize)]))
-        });
-        g.bench_with_input(BenchmarkId::new("heap_with_capacity", label), &size, |b, &size| {
-            b.iter(|| black_box(Vec::<u8>::with_capacity(black_box(size as usize))))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("heap_vec_zeroed", label),
+            &size,
+            |b, &size| b.iter(|| black_box(vec![0u8; black_box(size as usize)])),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("heap_with_capacity", label),
+            &size,
+            |b, &size| b.iter(|| black_box(Vec::<u8>::with_capacity(black_box(size as usize)))),
+        );
     }
     g.finish();
     drop(slab);

@@ -245,6 +245,26 @@ fn fix_crc(name: &str) {
     patch(name, 68, &crc.to_le_bytes());
 }
 
+/// Recomputes the slab configuration checksum (slab metadata at `area`: 128
+/// bytes with the crc at 12 zeroed, then the first 64 bytes of each class
+/// record; class records are 128 bytes from `area + 128`).
+fn fix_slab_crc(name: &str, area: u64) {
+    let mut f = std::fs::File::open(path(name)).unwrap();
+    f.seek(SeekFrom::Start(area)).unwrap();
+    let mut meta = vec![0u8; 128];
+    f.read_exact(&mut meta).unwrap();
+    meta[12..16].fill(0);
+    let classes = u32::from_le_bytes(meta[4..8].try_into().unwrap()) as u64;
+    let mut crc = crc32c::crc32c(&meta);
+    for i in 0..classes {
+        let mut d = vec![0u8; 64];
+        f.seek(SeekFrom::Start(area + 128 + i * 128)).unwrap();
+        f.read_exact(&mut d).unwrap();
+        crc = crc32c::crc32c_append(crc, &d);
+    }
+    patch(name, area + 12, &crc.to_le_bytes());
+}
+
 #[test]
 fn every_bad_segment_gives_its_own_error() {
     if in_child() {
@@ -333,6 +353,56 @@ fn every_bad_segment_gives_its_own_error() {
     assert!(matches!(
         Segment::open(&off2.0),
         Err(Error::InvalidLayout { .. })
+    ));
+
+    // The slab metadata area flagged as lying in the data region (area 0's
+    // flags at 100).
+    let flags = mk("flags");
+    patch(&flags.0, 100, &1u32.to_le_bytes());
+    fix_crc(&flags.0);
+    assert!(matches!(
+        Segment::open(&flags.0),
+        Err(Error::InvalidLayout { .. })
+    ));
+    // A data size that overflows when added to the data offset.
+    let huge = mk("huge");
+    patch(&huge.0, 32, &(u64::MAX - 100).to_le_bytes());
+    fix_crc(&huge.0);
+    assert!(matches!(
+        Segment::open(&huge.0),
+        Err(Error::InvalidLayout { .. })
+    ));
+
+    // Slab class table with valid checksums but misaligned slot headers:
+    // room is made after the headers (slab area size at 112 in the header,
+    // slab control size at area + 24), then the last class's headers
+    // (class 1's record at area + 256, headers offset at +24) move by 4.
+    let hdrs = mk("slabhdrs");
+    let h = read_header(&hdrs.0);
+    let area0 = u64::from_le_bytes(h[104..112].try_into().unwrap());
+    let read_u64 = |at: u64| {
+        let mut f = std::fs::File::open(path(&hdrs.0)).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        let mut b = [0u8; 8];
+        f.read_exact(&mut b).unwrap();
+        u64::from_le_bytes(b)
+    };
+    patch(&hdrs.0, 112, &(read_u64(112) + 256).to_le_bytes());
+    fix_crc(&hdrs.0);
+    patch(
+        &hdrs.0,
+        area0 + 24,
+        &(read_u64(area0 + 24) + 256).to_le_bytes(),
+    );
+    patch(
+        &hdrs.0,
+        area0 + 256 + 24,
+        &(read_u64(area0 + 256 + 24) + 4).to_le_bytes(),
+    );
+    fix_slab_crc(&hdrs.0, area0);
+    assert!(matches!(
+        Segment::open(&hdrs.0),
+        Err(Error::InvalidLayout { reason, .. }) if reason.contains("misaligned")
     ));
 
     // Damaged slab metadata (class table checksum) behind a valid header.

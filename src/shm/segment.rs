@@ -349,7 +349,7 @@ fn validate(name: &str, h: &SegmentHeader, file_size: u64) -> Result<()> {
             h.data_offset
         ));
     }
-    if h.data_offset + h.data_size != h.total_size {
+    if h.data_offset.checked_add(h.data_size) != Some(h.total_size) {
         return bad(format!(
             "data region [{}, +{}) does not end at the segment's end {}",
             h.data_offset, h.data_size, h.total_size
@@ -379,9 +379,16 @@ fn validate(name: &str, h: &SegmentHeader, file_size: u64) -> Result<()> {
     if spans.windows(2).any(|w| w[0].1 > w[1].0) {
         return bad("two areas overlap".into());
     }
-    for kind in [area::SLAB_META, area::SLAB_DATA] {
-        if h.areas().iter().filter(|a| a.kind == kind).count() != 1 {
-            return bad(format!("there must be exactly one area of kind {kind}"));
+    for (kind, in_data) in [(area::SLAB_META, false), (area::SLAB_DATA, true)] {
+        let mut found = h.areas().iter().filter(|a| a.kind == kind);
+        match (found.next(), found.next()) {
+            (Some(a), None) if (a.flags & area::IN_DATA != 0) == in_data => {}
+            (Some(_), None) => {
+                return bad(format!(
+                    "the area of kind {kind} is flagged for the wrong region"
+                ))
+            }
+            _ => return bad(format!("there must be exactly one area of kind {kind}")),
         }
     }
     if h.find(area::SLAB_DATA)
@@ -592,7 +599,14 @@ impl Segment {
 
     fn attach(name: &str, mem: Arc<Memory>, header: SegmentHeader) -> Result<Segment> {
         let meta = header.find(area::SLAB_META).expect("validated");
-        let slab = Slab::attach(mem.clone(), meta.offset as usize, meta.size as usize, name)?;
+        let data = header.find(area::SLAB_DATA).expect("validated");
+        let slab = Slab::attach(
+            mem.clone(),
+            meta.offset as usize,
+            meta.size as usize,
+            data.size,
+            name,
+        )?;
         Ok(Segment {
             inner: Arc::new(SegmentInner {
                 name: name.to_string(),

@@ -356,11 +356,13 @@ impl Slab {
     }
 
     /// Validates the slab metadata at `area` (of `area_len` bytes) in an
-    /// existing segment and returns a handle to it.
+    /// existing segment, whose slab data area is the first `data_len` bytes
+    /// of the data mapping, and returns a handle to it.
     pub(crate) fn attach(
         mem: Arc<Memory>,
         area: usize,
         area_len: usize,
+        data_len: u64,
         name: &str,
     ) -> Result<Slab> {
         let bad = |reason: String| Error::InvalidLayout {
@@ -407,11 +409,10 @@ impl Slab {
                 meta.control_size
             )));
         }
-        if meta.data_size > mem.data.len() as u64 {
+        if meta.data_size > data_len.min(mem.data.len() as u64) {
             return Err(bad(format!(
-                "slab data needs {} bytes, the data area has {}",
-                meta.data_size,
-                mem.data.len()
+                "slab data needs {} bytes, its area has {data_len}",
+                meta.data_size
             )));
         }
         let mut prev_data_end = 0u64;
@@ -443,10 +444,11 @@ impl Slab {
                     d.data_offset
                 ))
             } else if d.headers_offset < prev_hdr_end
+                || d.headers_offset % SLOT_HEADER_SIZE as u64 != 0
                 || hdr_end.is_none_or(|e| e > meta.control_size)
             {
                 Some(format!(
-                    "slot headers at {} overlap or leave the slab area",
+                    "slot headers at {} overlap, are misaligned or leave the slab area",
                     d.headers_offset
                 ))
             } else {

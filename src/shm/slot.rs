@@ -319,9 +319,18 @@ impl SlotMut {
             h.dtype = kind.dtype().code();
             h.shape = *shape;
         });
-        let params = quant::quantize_into(data, shape, kind, self.bytes_mut())?;
-        self.update_header(|h| h.set_quant(params));
-        Ok(params)
+        match quant::quantize_into(data, shape, kind, self.bytes_mut()) {
+            Ok(params) => {
+                self.update_header(|h| h.set_quant(params));
+                Ok(params)
+            }
+            Err(e) => {
+                // The payload is partly written: say it is raw bytes, not a
+                // tensor with stale parameters.
+                self.update_header(|h| *h = TensorHeader::raw(nbytes));
+                Err(e)
+            }
+        }
     }
 
     /// Sets the user type tag.

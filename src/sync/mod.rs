@@ -25,7 +25,6 @@ pub(crate) trait AtomicWord {
         success: Ordering,
         failure: Ordering,
     ) -> Result<Self::Value, Self::Value>;
-    fn fetch_add(&self, value: Self::Value, order: Ordering) -> Self::Value;
     fn fetch_sub(&self, value: Self::Value, order: Ordering) -> Self::Value;
 }
 
@@ -50,10 +49,6 @@ macro_rules! atomic_word {
                 failure: Ordering,
             ) -> Result<$v, $v> {
                 <$atomic>::compare_exchange_weak(self, current, new, success, failure)
-            }
-            #[inline]
-            fn fetch_add(&self, value: $v, order: Ordering) -> $v {
-                <$atomic>::fetch_add(self, value, order)
             }
             #[inline]
             fn fetch_sub(&self, value: $v, order: Ordering) -> $v {

@@ -121,15 +121,11 @@ pub(crate) fn claim<A: AtomicWord<Value = u64>>(
 
 /// Adds a reader to a slot the caller already reads (a clone).
 ///
-/// Panics if the slot has 2^20 - 1 readers, like `Arc` aborting on overflow.
+/// Panics if the slot already has 2^20 - 1 readers, as `Arc` aborts on
+/// overflow; the count never spills into the neighbouring bits.
 #[inline]
 pub(crate) fn add_ref<A: AtomicWord<Value = u64>>(st: &A) {
-    // Relaxed: we already hold a reference (as in Arc::clone).
-    let prev = st.fetch_add(1, Ordering::Relaxed);
-    if refs(prev) >= REFS - 1 {
-        st.fetch_sub(1, Ordering::Relaxed);
-        panic!("psyne: more than 2^20 - 2 live references to one slot");
-    }
+    update(st, |h| (refs(h as u64) < REFS).then(|| h + 1), "readers");
 }
 
 /// Turns one of the caller's read references into a handle-carried one.
@@ -137,11 +133,33 @@ pub(crate) fn add_ref<A: AtomicWord<Value = u64>>(st: &A) {
 /// Panics if 2047 handles of the slot are already pending.
 #[inline]
 pub(crate) fn to_pending<A: AtomicWord<Value = u64>>(st: &A) {
-    // Release: a taker in another process sees what we saw.
-    let prev = st.fetch_add((PENDING - 1) as u64, Ordering::Release);
-    if holders(prev) & PENDINGS == PENDINGS {
-        st.fetch_sub((PENDING - 1) as u64, Ordering::Relaxed);
-        panic!("psyne: more than 2047 pending handles to one slot");
+    update(
+        st,
+        |h| (h & PENDINGS != PENDINGS).then(|| h + PENDING - 1),
+        "pending handles",
+    );
+}
+
+/// Applies `f` to the holders with a CAS loop (generation unchanged);
+/// panics with `what` if `f` refuses.
+#[inline]
+fn update<A: AtomicWord<Value = u64>>(st: &A, f: impl Fn(u32) -> Option<u32>, what: &str) {
+    // Relaxed load; Release on success: a taker in another process must see
+    // what this holder saw (for `to_pending`); harmless for `add_ref`.
+    let mut s = st.load(Ordering::Relaxed);
+    loop {
+        let Some(new) = f(holders(s)) else {
+            panic!("psyne: too many {what} on one slot");
+        };
+        match st.compare_exchange_weak(
+            s,
+            pack(generation(s), new),
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(now) => s = now,
+        }
     }
 }
 
@@ -191,6 +209,18 @@ mod tests {
     fn a_busy_slot_is_not_claimed_for_writing() {
         let st = AtomicU64::new(pack(3, 2));
         assert_eq!(begin_write(&st), Err(pack(3, 2)));
+    }
+
+    #[test]
+    fn counts_never_spill_into_neighbouring_bits() {
+        let full = AtomicU64::new(pack(5, REFS));
+        let r = std::panic::catch_unwind(|| add_ref(&full));
+        assert!(r.is_err());
+        assert_eq!(full.load(Ordering::Relaxed), pack(5, REFS), "unchanged");
+        assert_eq!(claim(&full, 5, false), Err(Refused::Overflow));
+        let pend = AtomicU64::new(pack(5, PENDINGS | 1));
+        assert!(std::panic::catch_unwind(|| to_pending(&pend)).is_err());
+        assert_eq!(holders(pend.load(Ordering::Relaxed)) & WRITER, 0);
     }
 
     #[test]
