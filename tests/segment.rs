@@ -500,3 +500,80 @@ fn another_users_segment_cannot_be_opened() {
     }
     assert!(stdout.contains("permission-denied"), "child said: {stdout}");
 }
+
+/// The numbers in the `"values": [...]` list of the reader's JSON output.
+fn json_values(json: &str) -> Vec<f64> {
+    let start = json.find("\"values\": [").expect("values key") + 11;
+    let end = start + json[start..].find(']').expect("end of values");
+    json[start..end]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().expect("a number"))
+        .collect()
+}
+
+#[test]
+fn python_reader_written_from_the_layout_doc_reads_our_tensors() {
+    if in_child() {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/read_segment.py");
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let name = Name::new("py");
+    let seg = Segment::create(&name.0, &cfg()).unwrap();
+    let data: Vec<f32> = (0..300).map(value).collect();
+    let shape = Shape::matrix(20, 15).unwrap();
+    let mut s = seg.slab().alloc_tensor::<f32>(&shape).unwrap();
+    s.tensor_mut::<f32>()
+        .unwrap()
+        .copy_from_slice(&data)
+        .unwrap();
+    s.set_type_tag(5);
+    let plain = s.into_handle();
+    let mut q = seg.slab().alloc(4096).unwrap();
+    q.write_quantized(&data, &shape, QuantKind::QInt8PerChannel { axis: 1 })
+        .unwrap();
+    let quant = q.into_handle();
+
+    let run = |h: &Handle| {
+        let out = Command::new("python3")
+            .args([script, &name.0, &h.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "reader failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json = run(&plain);
+    assert!(json.contains("\"dtype\": \"f32\""), "{json}");
+    assert!(json.contains("\"shape\": [20, 15]"), "{json}");
+    assert!(json.contains("\"type_tag\": 5"), "{json}");
+    let got = json_values(&json);
+    assert_eq!(got, data.iter().map(|&x| x as f64).collect::<Vec<_>>());
+
+    // Quantized: the reader's dequantization equals psyne's to the bit.
+    let ours = seg
+        .slab()
+        .share(&quant)
+        .unwrap()
+        .quantized()
+        .unwrap()
+        .dequantize()
+        .unwrap();
+    let theirs = json_values(&run(&quant));
+    assert_eq!(theirs, ours.iter().map(|&x| x as f64).collect::<Vec<_>>());
+
+    // A stale handle is refused with exit status 2.
+    drop(seg.slab().take(plain).unwrap());
+    let out = Command::new("python3")
+        .args([script, &name.0, &plain.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -4,7 +4,7 @@
 //! Control state (the slab metadata, one descriptor and one free list per
 //! class, one 128-byte header per slot) lives in the segment's control
 //! mapping; slot payloads live in the data mapping. Each class keeps its free
-//! slots on a lock-free tagged stack ([`crate::sync::freelist`]); allocating
+//! slots on a lock-free tagged stack (`src/sync/freelist.rs`); allocating
 //! is one CAS, freeing is one CAS. See `docs/layout.md` for the bytes.
 //!
 //! Every slot payload is aligned to [`SLOT_ALIGN`] (256) bytes, so a slot can
@@ -190,7 +190,7 @@ impl SlabConfig {
     /// Bytes of payload the slab needs (the data area), page-rounded.
     ///
     /// # Errors
-    /// As [`SlabConfig::normalized`]: an empty or impossible configuration,
+    /// [`Error::InvalidConfig`] for an empty or impossible configuration,
     /// or a total that overflows.
     pub fn data_bytes(&self) -> Result<u64> {
         Ok(data_layout(&self.normalized()?)?.1)
@@ -583,7 +583,10 @@ impl Slab {
     /// [`Error::Timeout`] if none frees in time; otherwise as [`Slab::alloc`].
     pub fn alloc_timeout(&self, nbytes: u64, timeout: Duration) -> Result<SlotMut> {
         let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_micros(10);
+        // Spin, then yield (a slot freed by a consumer on another core is
+        // usually back within microseconds), then sleep with growing pauses.
+        let backoff = crossbeam_utils::Backoff::new();
+        let mut pause = Duration::from_micros(20);
         loop {
             match self.alloc(nbytes) {
                 Err(Error::SlabFull { .. }) => {}
@@ -593,8 +596,12 @@ impl Slab {
             if now >= deadline {
                 return Err(Error::Timeout(timeout));
             }
-            std::thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(1));
+            if backoff.is_completed() {
+                std::thread::sleep(pause.min(deadline - now));
+                pause = (pause * 2).min(Duration::from_millis(1));
+            } else {
+                backoff.snooze();
+            }
         }
     }
 
