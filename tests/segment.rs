@@ -577,3 +577,45 @@ fn python_reader_written_from_the_layout_doc_reads_our_tensors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn cli_inspects_lists_and_cleans_segments() {
+    if in_child() {
+        return;
+    }
+    let cli = env!("CARGO_BIN_EXE_psyne");
+    let name = Name::new("cli");
+    let seg = Segment::create(&name.0, &cfg()).unwrap();
+    let _held = seg.slab().alloc(100).unwrap();
+
+    let out = Command::new(cli)
+        .args(["inspect", &name.0])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("segment {}", name.0)), "{text}");
+    assert!(text.contains("layout version  1"), "{text}");
+    // The 4 KiB class: 8 slots, 1 used.
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("4.0 KiB"))
+        .unwrap_or_else(|| panic!("no 4 KiB row in {text}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[2..4], ["8", "1"], "{row}");
+
+    let out = Command::new(cli).arg("list").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&name.0));
+
+    let out = Command::new(cli).args(["clean", &name.0]).output().unwrap();
+    assert!(out.status.success());
+    assert!(!Segment::exists(&name.0));
+    let out = Command::new(cli)
+        .args(["inspect", &name.0])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let out = Command::new(cli).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage error");
+}

@@ -270,6 +270,13 @@ pub struct ClassStats {
     pub failures: u64,
 }
 
+impl ClassStats {
+    /// Slots free now.
+    pub fn free(&self) -> u32 {
+        self.slots - self.used
+    }
+}
+
 /// A slab allocator inside a segment (or a heap region).
 ///
 /// Cheap to clone: clones share the same memory. Slots keep the memory alive.
