@@ -669,7 +669,7 @@ impl Slab {
         if let Err(e) = slot.check_len(h.len) {
             // Not the handle that was published: give the reference back.
             slotstate::to_pending(&s.state);
-            std::mem::forget(slot);
+            slot.disarm();
             return Err(e);
         }
         s.owner_pid.store(self.inner.pid, Ordering::Relaxed);

@@ -158,6 +158,9 @@ pub struct SlotMut {
     class: u8,
     index: u32,
     generation: u32,
+    /// False once the reference was handed on: drop then only releases the
+    /// segment, not the slot.
+    armed: bool,
 }
 
 // SAFETY: a SlotMut is the only reference to its slot; the slot's bytes are
@@ -173,6 +176,7 @@ impl SlotMut {
             class,
             index,
             generation,
+            armed: true,
         }
     }
 
@@ -359,20 +363,19 @@ impl SlotMut {
 
     /// Gives up this reference into a handle, for another thread or process
     /// to [`Slab::take`]. The slot stays allocated until that taker drops it.
-    pub fn into_handle(self) -> Handle {
+    pub fn into_handle(mut self) -> Handle {
         let h = self.handle();
         self.publish(true);
-        std::mem::forget(self);
+        self.armed = false;
         h
     }
 
     /// Turns the exclusive slot into a read-only reference (which can then
     /// be cloned, e.g. for several readers).
-    pub fn into_shared(self) -> Slot {
+    pub fn into_shared(mut self) -> Slot {
         self.publish(false);
-        let s = Slot::new(self.slab.clone(), self.class, self.index, self.generation);
-        std::mem::forget(self);
-        s
+        self.armed = false;
+        Slot::new(self.slab.clone(), self.class, self.index, self.generation)
     }
 
     fn publish(&self, pending: bool) {
@@ -387,8 +390,10 @@ impl SlotMut {
 
 impl Drop for SlotMut {
     fn drop(&mut self) {
-        // The only holder: free without touching a reference count.
-        self.slab.free(self.class, self.index);
+        if self.armed {
+            // The only holder: free without touching a reference count.
+            self.slab.free(self.class, self.index);
+        }
     }
 }
 
@@ -408,6 +413,8 @@ pub struct Slot {
     class: u8,
     index: u32,
     generation: u32,
+    /// False once the reference was handed on (see [`SlotMut`]).
+    armed: bool,
 }
 
 // SAFETY: a Slot only reads bytes that no one writes while references exist.
@@ -422,6 +429,7 @@ impl Slot {
             class,
             index,
             generation,
+            armed: true,
         }
     }
 
@@ -513,12 +521,18 @@ impl Slot {
     }
 
     /// Gives up this reference into a handle, for [`Slab::take`].
-    pub fn into_handle(self) -> Handle {
+    pub fn into_handle(mut self) -> Handle {
         let h = self.handle();
         let c = self.slab.class(self.class);
         slotstate::to_pending(&self.slab.slot_atomics(c, self.index).state);
-        std::mem::forget(self);
+        self.armed = false;
         h
+    }
+
+    /// Forgets the reference without releasing it (it was given back to
+    /// the handle it came from); the segment is still released.
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
     }
 }
 
@@ -532,7 +546,9 @@ impl Clone for Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.slab.release(self.class, self.index);
+        if self.armed {
+            self.slab.release(self.class, self.index);
+        }
     }
 }
 

@@ -194,6 +194,23 @@ fn a_slot_is_never_read_while_written_nor_taken_twice() {
 }
 
 #[test]
+fn handing_a_slot_on_does_not_keep_the_segment_alive() {
+    let seg = small();
+    let slab = seg.slab();
+    let base = std::sync::Arc::strong_count(&slab.inner);
+    let h = slab.alloc(8).unwrap().into_handle();
+    let r = slab.take(h).unwrap();
+    let h2 = r.clone().into_handle();
+    assert!(slab.take(Handle { len: 1, ..h2 }).is_err()); // gives the reference back
+    let shared = slab.take(h2).unwrap();
+    drop((r, shared));
+    let s = slab.alloc(8).unwrap().into_shared();
+    drop(s);
+    assert_eq!(std::sync::Arc::strong_count(&slab.inner), base);
+    assert_eq!(slab.used_slots(), 0);
+}
+
+#[test]
 fn invalid_handles_are_errors() {
     let seg = small();
     let slab = seg.slab();
