@@ -405,6 +405,17 @@ fn every_bad_segment_gives_its_own_error() {
         Err(Error::InvalidLayout { reason, .. }) if reason.contains("misaligned")
     ));
 
+    // Classes out of size order (class 1's slot size, at area + 256, made
+    // equal to class 0's): the allocator's fallback relies on the order.
+    let order = mk("order");
+    let area0 = u64::from_le_bytes(read_header(&order.0)[104..112].try_into().unwrap());
+    patch(&order.0, area0 + 256, &4096u64.to_le_bytes());
+    fix_slab_crc(&order.0, area0);
+    assert!(matches!(
+        Segment::open(&order.0),
+        Err(Error::InvalidLayout { reason, .. }) if reason.contains("not larger")
+    ));
+
     // Damaged slab metadata (class table checksum) behind a valid header.
     let slab = mk("slabmeta");
     let h = read_header(&slab.0);

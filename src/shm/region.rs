@@ -126,7 +126,7 @@ impl Mapping {
     /// A raw pointer to a `T` at `offset`, bounds- and alignment-checked.
     pub(crate) fn ptr<T>(&self, offset: usize) -> *mut T {
         self.check::<T>(offset, std::mem::size_of::<T>());
-        // The offset is in bounds, so `add` stays inside the allocation.
+        // In bounds (checked), so the pointer stays inside the region.
         self.base().wrapping_add(offset) as *mut T
     }
 

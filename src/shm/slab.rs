@@ -337,9 +337,9 @@ impl Slab {
         meta.config_crc = config_crc(&meta, &descs);
 
         let ctl = &mem.control;
-        // SAFETY: the segment is being created; no other process can see it
-        // before its header's magic is published, so this thread has
-        // exclusive access to the control area; `ptr` checked bounds and
+        // SAFETY: the segment is being created; openers that follow the
+        // protocol touch nothing before the header's magic is published, so
+        // this thread has exclusive access to the control area; `ptr` checked bounds and
         // alignment.
         unsafe {
             ctl.ptr::<SlabMeta>(area).write(meta);
@@ -438,6 +438,11 @@ impl Slab {
                 || d.slot_size % align != 0
             {
                 Some(format!("slot size {}", d.slot_size))
+            } else if i > 0 && d.slot_size <= descs[i - 1].slot_size {
+                Some(format!(
+                    "slot size {} is not larger than the previous class's",
+                    d.slot_size
+                ))
             } else if d.slot_count == 0 || d.slot_count == NIL {
                 Some(format!("slot count {}", d.slot_count))
             } else if d.slot_align as u64 != align || d.data_offset % align != 0 {
@@ -554,6 +559,9 @@ impl Slab {
             })?;
         for ci in first..self.inner.classes.len() {
             let c = &self.inner.classes[ci];
+            if c.slot_size < nbytes {
+                continue; // unreachable for validated (sorted) classes
+            }
             let hot = self.hot(c);
             let popped = freelist::pop(&hot.head, |i| {
                 (i < c.slot_count).then(|| &self.slot_atomics(c, i).next_free)
@@ -655,8 +663,8 @@ impl Slab {
     /// [`SlotMut::into_handle`] or [`Slot::into_handle`], typically in
     /// another process). Dropping the returned slot releases it.
     ///
-    /// Use each such handle once: taking it twice would release the slot
-    /// twice. To read a slot without owning a reference, use [`Slab::share`].
+    /// A handle carries one reference, so it can be taken once: a second
+    /// `take` is refused. To add a reader instead, use [`Slab::share`].
     ///
     /// # Errors
     /// [`Error::InvalidHandle`] for a handle that names no slot;

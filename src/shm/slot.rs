@@ -163,12 +163,6 @@ pub struct SlotMut {
     armed: bool,
 }
 
-// SAFETY: a SlotMut is the only reference to its slot; the slot's bytes are
-// not tied to a thread.
-unsafe impl Send for SlotMut {}
-// SAFETY: &SlotMut only allows reads of bytes nobody else may write.
-unsafe impl Sync for SlotMut {}
-
 impl SlotMut {
     pub(crate) fn new(slab: Slab, class: u8, index: u32, generation: u32) -> Self {
         SlotMut {
@@ -246,22 +240,20 @@ impl SlotMut {
 
     /// The payload, writable.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        let len = self.len() as usize;
-        // SAFETY: we own the slot exclusively and borrow self mutably for the
-        // slice's lifetime; the slab only hands out SlotMut on writable data.
+        let len = self.len().min(self.capacity()) as usize;
+        // SAFETY: [offset, offset + len) lies inside this slot (len is
+        // clamped to the slot size); we own the slot exclusively and borrow
+        // self mutably for the slice's lifetime; the slab only hands out
+        // SlotMut on writable data.
         unsafe { self.slab.inner.mem.data.bytes_mut(self.data_offset(), len) }
     }
 
     /// The payload.
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: we own the slot; nobody writes it while &self is borrowed.
-        unsafe {
-            self.slab
-                .inner
-                .mem
-                .data
-                .bytes(self.data_offset(), self.len() as usize)
-        }
+        let len = self.len().min(self.capacity()) as usize;
+        // SAFETY: the range lies inside this slot (len clamped to its size);
+        // we own the slot; nobody writes it while &self is borrowed.
+        unsafe { self.slab.inner.mem.data.bytes(self.data_offset(), len) }
     }
 
     /// The decoded tensor header.
@@ -278,6 +270,8 @@ impl SlotMut {
     /// # Errors
     /// [`Error::TooLarge`] if the tensor does not fit in the slot.
     pub fn init_tensor<T: Element>(&mut self, shape: &Shape) -> Result<TensorMut<'_, T>> {
+        // A Shape is Pod: it may not have come from Shape::new.
+        shape.validate()?;
         let nbytes = shape.byte_size(T::DTYPE);
         self.check_capacity(nbytes)?;
         self.update_header(|h| {
@@ -316,6 +310,7 @@ impl SlotMut {
         shape: &Shape,
         kind: QuantKind,
     ) -> Result<QuantParams> {
+        shape.validate()?;
         let nbytes = quant::storage_size(kind, shape)?;
         self.check_capacity(nbytes)?;
         self.update_header(|h| {
@@ -416,11 +411,6 @@ pub struct Slot {
     /// False once the reference was handed on (see [`SlotMut`]).
     armed: bool,
 }
-
-// SAFETY: a Slot only reads bytes that no one writes while references exist.
-unsafe impl Send for Slot {}
-// SAFETY: as above.
-unsafe impl Sync for Slot {}
 
 impl Slot {
     pub(crate) fn new(slab: Slab, class: u8, index: u32, generation: u32) -> Self {

@@ -211,6 +211,45 @@ fn handing_a_slot_on_does_not_keep_the_segment_alive() {
 }
 
 #[test]
+fn a_free_list_cycle_never_gives_one_slot_two_writers() {
+    // Damage: slot 0 of the only class links to itself, so every pop
+    // returns index 0 and the list never empties.
+    let seg = Segment::anonymous(&SlabConfig::new().class(256, 1)).unwrap();
+    let slab = seg.slab().clone();
+    let c = *slab.class(0);
+    slab.slot_atomics(&c, 0)
+        .next_free
+        .store(0, crate::sync::Ordering::Relaxed);
+    let held = slab.alloc(8).unwrap();
+    assert!(matches!(slab.alloc(8), Err(Error::Corrupt(_))));
+    drop(held);
+    let rounds = if cfg!(miri) { 20 } else { 20_000 };
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let slab = slab.clone();
+            std::thread::spawn(move || {
+                let mut owned = 0;
+                for _ in 0..rounds {
+                    match slab.alloc(8) {
+                        Ok(mut s) => {
+                            owned += 1;
+                            s.bytes_mut().fill(t);
+                            std::thread::yield_now();
+                            assert!(s.bytes().iter().all(|&b| b == t), "two writers");
+                        }
+                        Err(Error::Corrupt(_)) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                owned
+            })
+        })
+        .collect();
+    let owned: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(owned > 0);
+}
+
+#[test]
 fn invalid_handles_are_errors() {
     let seg = small();
     let slab = seg.slab();

@@ -61,15 +61,24 @@ pub(crate) enum Refused {
 /// Claims a slot just popped off the free list for writing. Returns its
 /// generation, or the unexpected state if the slot was not free (a damaged
 /// segment).
+///
+/// A CAS rather than a store: on an intact free list the pop alone makes
+/// the slot ours, but a damaged list (say a link from a slot to itself) can
+/// hand one index to two poppers; the CAS lets only one of them write.
 #[inline]
 pub(crate) fn begin_write<A: AtomicWord<Value = u64>>(st: &A) -> Result<u32, u64> {
     // Relaxed: the pop that gave us the slot was an Acquire.
-    let s = st.load(Ordering::Relaxed);
-    if holders(s) != 0 {
-        return Err(s);
+    let mut s = st.load(Ordering::Relaxed);
+    loop {
+        if holders(s) != 0 {
+            return Err(s);
+        }
+        let claimed = pack(generation(s), WRITER);
+        match st.compare_exchange_weak(s, claimed, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Ok(generation(s)),
+            Err(now) => s = now,
+        }
     }
-    st.store(pack(generation(s), WRITER), Ordering::Relaxed);
-    Ok(generation(s))
 }
 
 /// The writer hands its exclusive reference on: to a handle (`pending`) or
