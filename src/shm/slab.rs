@@ -5,7 +5,8 @@
 //! class, one 128-byte header per slot) lives in the segment's control
 //! mapping; slot payloads live in the data mapping. Each class keeps its free
 //! slots on a lock-free tagged stack (`src/sync/freelist.rs`); allocating
-//! is one CAS, freeing is one CAS. See `docs/layout.md` for the bytes.
+//! is two CASes (pop the index, claim the slot's state word), freeing is one
+//! store and one CAS. See `docs/layout.md` for the bytes.
 //!
 //! Every slot payload is aligned to [`SLOT_ALIGN`] (256) bytes, so a slot can
 //! be a GPU storage-buffer binding offset; slots of a page or more are
@@ -348,7 +349,7 @@ impl Slab {
                     .write(*d);
             }
         }
-        let slab = Slab::from_descs(mem.clone(), area, &descs)?;
+        let slab = Slab::from_descs(mem.clone(), area, &descs);
         for c in &slab.inner.classes {
             let hot = slab.hot(c);
             hot.head.store(pack(0, NIL), Ordering::Relaxed);
@@ -472,10 +473,10 @@ impl Slab {
             prev_data_end = data_end.unwrap_or(u64::MAX);
             prev_hdr_end = hdr_end.unwrap_or(u64::MAX);
         }
-        Slab::from_descs(mem, area, &descs)
+        Ok(Slab::from_descs(mem, area, &descs))
     }
 
-    fn from_descs(mem: Arc<Memory>, area: usize, descs: &[ClassDesc]) -> Result<Slab> {
+    fn from_descs(mem: Arc<Memory>, area: usize, descs: &[ClassDesc]) -> Slab {
         let classes = descs
             .iter()
             .enumerate()
@@ -487,13 +488,13 @@ impl Slab {
                 hot_offset: area + META_SIZE + i * CLASS_SIZE + 64,
             })
             .collect();
-        Ok(Slab {
+        Slab {
             inner: Arc::new(SlabInner {
                 mem,
                 classes,
                 pid: std::process::id(),
             }),
-        })
+        }
     }
 
     fn hot(&self, c: &Class) -> &ClassHot {
