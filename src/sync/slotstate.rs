@@ -67,14 +67,16 @@ pub(crate) enum Refused {
 /// hand one index to two poppers; the CAS lets only one of them write.
 #[inline]
 pub(crate) fn begin_write<A: AtomicWord<Value = u64>>(st: &A) -> Result<u32, u64> {
-    // Relaxed: the pop that gave us the slot was an Acquire.
     let mut s = st.load(Ordering::Relaxed);
     loop {
         if holders(s) != 0 {
             return Err(s);
         }
         let claimed = pack(generation(s), WRITER);
-        match st.compare_exchange_weak(s, claimed, Ordering::Relaxed, Ordering::Relaxed) {
+        // Acquire: pairs with the Release store in `retire`. On an intact
+        // list the pop's Acquire already ordered the previous holder's
+        // accesses before ours; on a damaged one this does.
+        match st.compare_exchange_weak(s, claimed, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => return Ok(generation(s)),
             Err(now) => s = now,
         }
