@@ -399,6 +399,14 @@ fn validate(name: &str, h: &SegmentHeader, file_size: u64) -> Result<()> {
     Ok(())
 }
 
+/// Maps the control region read-write and the data region as asked.
+fn map_regions(file: &File, h: &SegmentHeader, data_writable: bool) -> Result<Arc<Memory>> {
+    Ok(Arc::new(Memory {
+        control: Mapping::map_file(file, 0, h.data_offset as usize, true)?,
+        data: Mapping::map_file(file, h.data_offset, h.data_size as usize, data_writable)?,
+    }))
+}
+
 fn open_error(name: &str, what: &str, e: Errno) -> Error {
     match e {
         Errno::EEXIST => Error::AlreadyExists { name: name.into() },
@@ -446,15 +454,7 @@ impl Segment {
                     e,
                 )
             })?;
-            let mem = Arc::new(Memory {
-                control: Mapping::map_file(&file, 0, header.data_offset as usize, true)?,
-                data: Mapping::map_file(
-                    &file,
-                    header.data_offset,
-                    header.data_size as usize,
-                    true,
-                )?,
-            });
+            let mem = map_regions(&file, &header, true)?;
             Segment::format(name, mem, header, slab_area, opts)
         })();
         if result.is_err() {
@@ -496,7 +496,7 @@ impl Segment {
         // SAFETY: offset 0 is 8-aligned and in bounds; AtomicU64 is valid for
         // any bits.
         let magic: &AtomicU64 = unsafe { mem.control.at(0) };
-        // Release: pairs with the Acquire load in `attach`: an opener that
+        // Release: pairs with the Acquire load in `read_header`: an opener that
         // sees the magic sees the whole header and the formatted slab.
         magic.store(u64::from_le_bytes(MAGIC), Ordering::Release);
         Ok(Segment {
@@ -542,15 +542,7 @@ impl Segment {
         let first = Mapping::map_file(&file, 0, (size as usize).min(PAGE_SIZE as usize), true)?;
         let header = Segment::read_header(name, &first, size)?;
         drop(first);
-        let mem = Arc::new(Memory {
-            control: Mapping::map_file(&file, 0, header.data_offset as usize, true)?,
-            data: Mapping::map_file(
-                &file,
-                header.data_offset,
-                header.data_size as usize,
-                access == DataAccess::ReadWrite,
-            )?,
-        });
+        let mem = map_regions(&file, &header, access == DataAccess::ReadWrite)?;
         Segment::attach(name, mem, header)
     }
 

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::AtomicU64;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -150,14 +151,82 @@ pub struct TensorMeta {
     pub nbytes: u64,
 }
 
-/// An exclusively owned slot: write its payload and header, then hand it on
-/// with [`SlotMut::into_handle`] or read it back with [`SlotMut::into_shared`].
-/// Dropping it frees the slot.
-pub struct SlotMut {
+/// What both kinds of slot reference know: which slot, of which generation,
+/// in which slab (the `Arc` inside keeps the mappings alive).
+struct SlotRef {
     slab: Slab,
     class: u8,
     index: u32,
     generation: u32,
+}
+
+impl SlotRef {
+    fn capacity(&self) -> u64 {
+        self.slab.class(self.class).slot_size
+    }
+
+    fn state(&self) -> &AtomicU64 {
+        &self
+            .slab
+            .slot_atomics(self.slab.class(self.class), self.index)
+            .state
+    }
+
+    fn header_ptr(&self) -> *mut TensorHeader {
+        self.slab
+            .tensor_header_ptr(self.slab.class(self.class), self.index)
+    }
+
+    fn header(&self) -> TensorHeader {
+        // SAFETY: the caller holds a reference to the slot: either the only
+        // one (a SlotMut, which writes the header only through &mut self) or
+        // a reader's, and nobody writes a published slot's header.
+        unsafe { self.header_ptr().read() }
+    }
+
+    fn data_offset(&self) -> u64 {
+        let c = self.slab.class(self.class);
+        c.data_offset + self.index as u64 * c.slot_size
+    }
+
+    /// Payload length, clamped to the slot so a damaged header cannot make
+    /// a view reach into the next slot.
+    fn len(&self) -> u64 {
+        self.header().nbytes.min(self.capacity())
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: [offset, offset + len) lies inside this slot (len is
+        // clamped); the caller holds a reference, and nobody writes the
+        // payload while &self is borrowed (a SlotMut writes only through
+        // &mut self, a published slot is not written).
+        unsafe {
+            self.slab
+                .inner
+                .mem
+                .data
+                .bytes(self.data_offset() as usize, self.len() as usize)
+        }
+    }
+
+    fn meta(&self) -> Result<TensorMeta> {
+        self.header().decode(self.capacity())
+    }
+
+    fn handle(&self) -> Handle {
+        Handle {
+            offset: self.data_offset(),
+            generation: self.generation,
+            len: self.len() as u32,
+        }
+    }
+}
+
+/// An exclusively owned slot: write its payload and header, then hand it on
+/// with [`SlotMut::into_handle`] or read it back with [`SlotMut::into_shared`].
+/// Dropping it frees the slot.
+pub struct SlotMut {
+    r: SlotRef,
     /// False once the reference was handed on: drop then only releases the
     /// segment, not the slot.
     armed: bool,
@@ -166,23 +235,18 @@ pub struct SlotMut {
 impl SlotMut {
     pub(crate) fn new(slab: Slab, class: u8, index: u32, generation: u32) -> Self {
         SlotMut {
-            slab,
-            class,
-            index,
-            generation,
+            r: SlotRef {
+                slab,
+                class,
+                index,
+                generation,
+            },
             armed: true,
         }
     }
 
-    fn header(&self) -> TensorHeader {
-        let c = self.slab.class(self.class);
-        // SAFETY: we own the slot; nobody else writes its header.
-        unsafe { self.slab.tensor_header_ptr(c, self.index).read() }
-    }
-
     fn update_header(&mut self, f: impl FnOnce(&mut TensorHeader)) {
-        let c = *self.slab.class(self.class);
-        let p = self.slab.tensor_header_ptr(&c, self.index);
+        let p = self.r.header_ptr();
         // SAFETY: we own the slot exclusively (&mut self); nobody reads its
         // header until a handle is published.
         unsafe {
@@ -194,12 +258,12 @@ impl SlotMut {
 
     /// Payload bytes the slot can hold.
     pub fn capacity(&self) -> u64 {
-        self.slab.class(self.class).slot_size
+        self.r.capacity()
     }
 
     /// Payload length in bytes.
     pub fn len(&self) -> u64 {
-        self.header().nbytes
+        self.r.len()
     }
 
     /// Whether the payload is empty.
@@ -233,27 +297,19 @@ impl SlotMut {
         Ok(())
     }
 
-    fn data_offset(&self) -> usize {
-        let c = self.slab.class(self.class);
-        (c.data_offset + self.index as u64 * c.slot_size) as usize
-    }
-
     /// The payload, writable.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        let len = self.len().min(self.capacity()) as usize;
-        // SAFETY: [offset, offset + len) lies inside this slot (len is
-        // clamped to the slot size); we own the slot exclusively and borrow
-        // self mutably for the slice's lifetime; the slab only hands out
-        // SlotMut on writable data.
-        unsafe { self.slab.inner.mem.data.bytes_mut(self.data_offset(), len) }
+        let (off, len) = (self.r.data_offset() as usize, self.r.len() as usize);
+        // SAFETY: [off, off + len) lies inside this slot (len is clamped to
+        // the slot size); we own the slot exclusively and borrow self
+        // mutably for the slice's lifetime; the slab only hands out SlotMut
+        // on writable data.
+        unsafe { self.r.slab.inner.mem.data.bytes_mut(off, len) }
     }
 
     /// The payload.
     pub fn bytes(&self) -> &[u8] {
-        let len = self.len().min(self.capacity()) as usize;
-        // SAFETY: the range lies inside this slot (len clamped to its size);
-        // we own the slot; nobody writes it while &self is borrowed.
-        unsafe { self.slab.inner.mem.data.bytes(self.data_offset(), len) }
+        self.r.bytes()
     }
 
     /// The decoded tensor header.
@@ -261,7 +317,7 @@ impl SlotMut {
     /// # Errors
     /// [`Error::Corrupt`] / [`Error::UnknownDType`] if the header is damaged.
     pub fn meta(&self) -> Result<TensorMeta> {
-        self.header().decode(self.capacity())
+        self.r.meta()
     }
 
     /// Sets the header to a tensor of `T` with `shape` and returns the
@@ -349,11 +405,7 @@ impl SlotMut {
 
     /// The handle naming this slot (the reference stays with `self`).
     pub fn handle(&self) -> Handle {
-        Handle {
-            offset: self.data_offset() as u64,
-            generation: self.generation,
-            len: self.len() as u32,
-        }
+        self.r.handle()
     }
 
     /// Gives up this reference into a handle, for another thread or process
@@ -370,16 +422,12 @@ impl SlotMut {
     pub fn into_shared(mut self) -> Slot {
         self.publish(false);
         self.armed = false;
-        Slot::new(self.slab.clone(), self.class, self.index, self.generation)
+        let r = &self.r;
+        Slot::new(r.slab.clone(), r.class, r.index, r.generation)
     }
 
     fn publish(&self, pending: bool) {
-        let c = self.slab.class(self.class);
-        slotstate::publish(
-            &self.slab.slot_atomics(c, self.index).state,
-            self.generation,
-            pending,
-        );
+        slotstate::publish(self.r.state(), self.r.generation, pending);
     }
 }
 
@@ -387,7 +435,7 @@ impl Drop for SlotMut {
     fn drop(&mut self) {
         if self.armed {
             // The only holder: free without touching a reference count.
-            self.slab.free(self.class, self.index);
+            self.r.slab.free(self.r.class, self.r.index);
         }
     }
 }
@@ -404,10 +452,7 @@ impl fmt::Debug for SlotMut {
 /// One counted, read-only reference to a slot. Clones add references;
 /// the last one dropped frees the slot.
 pub struct Slot {
-    slab: Slab,
-    class: u8,
-    index: u32,
-    generation: u32,
+    r: SlotRef,
     /// False once the reference was handed on (see [`SlotMut`]).
     armed: bool,
 }
@@ -415,22 +460,18 @@ pub struct Slot {
 impl Slot {
     pub(crate) fn new(slab: Slab, class: u8, index: u32, generation: u32) -> Self {
         Slot {
-            slab,
-            class,
-            index,
-            generation,
+            r: SlotRef {
+                slab,
+                class,
+                index,
+                generation,
+            },
             armed: true,
         }
     }
 
-    fn header(&self) -> TensorHeader {
-        let c = self.slab.class(self.class);
-        // SAFETY: while a reference exists nobody writes the header.
-        unsafe { self.slab.tensor_header_ptr(c, self.index).read() }
-    }
-
     pub(crate) fn check_len(&self, len: u32) -> Result<()> {
-        let nbytes = self.header().nbytes;
+        let nbytes = self.r.header().nbytes;
         if nbytes != len as u64 {
             return Err(Error::InvalidHandle(format!(
                 "handle length {len} does not match the slot's {nbytes} bytes"
@@ -444,12 +485,12 @@ impl Slot {
     /// # Errors
     /// [`Error::Corrupt`] / [`Error::UnknownDType`] if the header is damaged.
     pub fn meta(&self) -> Result<TensorMeta> {
-        self.header().decode(self.slab.class(self.class).slot_size)
+        self.r.meta()
     }
 
     /// Payload length in bytes.
     pub fn len(&self) -> u64 {
-        self.header().nbytes
+        self.r.len()
     }
 
     /// Whether the payload is empty.
@@ -459,12 +500,7 @@ impl Slot {
 
     /// The payload bytes, in place.
     pub fn bytes(&self) -> &[u8] {
-        let c = self.slab.class(self.class);
-        let cap = c.slot_size;
-        let len = self.header().nbytes.min(cap) as usize;
-        let off = (c.data_offset + self.index as u64 * c.slot_size) as usize;
-        // SAFETY: while a reference exists the payload is not written.
-        unsafe { self.slab.inner.mem.data.bytes(off, len) }
+        self.r.bytes()
     }
 
     /// The payload as a tensor of `T`, in place.
@@ -502,19 +538,13 @@ impl Slot {
 
     /// The handle naming this slot (the reference stays with `self`).
     pub fn handle(&self) -> Handle {
-        let c = self.slab.class(self.class);
-        Handle {
-            offset: c.data_offset + self.index as u64 * c.slot_size,
-            generation: self.generation,
-            len: self.len() as u32,
-        }
+        self.r.handle()
     }
 
     /// Gives up this reference into a handle, for [`Slab::take`].
     pub fn into_handle(mut self) -> Handle {
         let h = self.handle();
-        let c = self.slab.class(self.class);
-        slotstate::to_pending(&self.slab.slot_atomics(c, self.index).state);
+        slotstate::to_pending(self.r.state());
         self.armed = false;
         h
     }
@@ -528,16 +558,16 @@ impl Slot {
 
 impl Clone for Slot {
     fn clone(&self) -> Self {
-        let c = self.slab.class(self.class);
-        slotstate::add_ref(&self.slab.slot_atomics(c, self.index).state);
-        Slot::new(self.slab.clone(), self.class, self.index, self.generation)
+        slotstate::add_ref(self.r.state());
+        let r = &self.r;
+        Slot::new(r.slab.clone(), r.class, r.index, r.generation)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         if self.armed {
-            self.slab.release(self.class, self.index);
+            self.r.slab.release(self.r.class, self.r.index);
         }
     }
 }
