@@ -87,8 +87,38 @@ fn child_entry() {
             Err(Error::PermissionDenied { .. }) => println!("permission-denied"),
             Err(e) => println!("other: {e}"),
         },
+        "storm" => storm(&Segment::open(&name).unwrap(), 4_000),
         r => panic!("unknown role {r}"),
     }
+}
+
+/// Allocates and frees slots of mixed sizes, writing a mark unique to this
+/// process and round into each and checking that nobody else wrote it.
+fn storm(seg: &Segment, rounds: u32) {
+    let me = std::process::id();
+    let mut owned = 0;
+    for r in 0..rounds {
+        let size = [100u64, 4096, 5000, 60_000][r as usize % 4];
+        let mut s = match seg.slab().alloc(size) {
+            Ok(s) => s,
+            Err(Error::SlabFull { .. }) => continue,
+            Err(e) => panic!("alloc failed: {e}"),
+        };
+        owned += 1;
+        let mark = me.wrapping_mul(2_654_435_761).wrapping_add(r).to_le_bytes();
+        for chunk in s.bytes_mut().chunks_exact_mut(4) {
+            chunk.copy_from_slice(&mark);
+        }
+        std::thread::yield_now();
+        assert!(
+            s.bytes().chunks_exact(4).all(|c| c == mark),
+            "another process wrote a slot this one owned"
+        );
+    }
+    assert!(
+        owned > rounds / 4,
+        "only {owned} of {rounds} allocations succeeded"
+    );
 }
 
 fn child(role: &str, name: &str) -> Command {
@@ -156,6 +186,26 @@ fn tensor_written_by_a_child_process_is_read_in_place_by_the_parent() {
         seg.slab().take(handles[0]),
         Err(Error::StaleHandle { .. })
     ));
+}
+
+#[test]
+fn processes_allocating_at_once_never_share_a_slot() {
+    if in_child() {
+        return;
+    }
+    let name = Name::new("storm");
+    let seg = Segment::create(&name.0, &cfg()).unwrap();
+    let kids: Vec<_> = (0..3)
+        .map(|_| child("storm", &name.0).spawn().unwrap())
+        .collect();
+    storm(&seg, 4_000);
+    for k in kids {
+        let out = k.wait_with_output().unwrap();
+        assert!(out.status.success(), "a child failed");
+    }
+    assert_eq!(seg.slab().used_slots(), 0);
+    let stats = seg.slab().stats();
+    assert!(stats.iter().map(|c| c.allocs).sum::<u64>() > 4_000);
 }
 
 #[test]
