@@ -195,6 +195,16 @@ pub enum Error {
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
 
+    // ----- channels ------------------------------------------------------
+    /// A channel URI that cannot be used, with the reason.
+    #[error("invalid channel URI {uri:?}: {reason}")]
+    InvalidUri {
+        /// The URI as given.
+        uri: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     // ----- system --------------------------------------------------------
     /// An operating-system error, with what psyne was doing.
     #[error("{context}: {source}")]
