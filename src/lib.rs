@@ -37,6 +37,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod error;
+pub(crate) mod ring;
 pub mod shm;
 pub(crate) mod sync;
 pub mod tensor;
