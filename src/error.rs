@@ -205,6 +205,48 @@ pub enum Error {
         reason: String,
     },
 
+    /// Opening an existing channel with a parameter that differs from the
+    /// one it was created with.
+    #[error(
+        "channel {name:?} exists with {param}={existing}; the URI asks for {param}={requested}"
+    )]
+    ParamConflict {
+        /// The channel name.
+        name: String,
+        /// The parameter.
+        param: &'static str,
+        /// The value in the URI.
+        requested: String,
+        /// The value the channel has.
+        existing: String,
+    },
+    /// A side of a channel whose pattern allows only one endpoint of that
+    /// side already has one (e.g. a second sender on an spsc channel).
+    #[error("channel {name:?} is {pattern}: it already has its one {side}")]
+    TooManyEndpoints {
+        /// The channel name.
+        name: String,
+        /// The pattern (`spsc`, `mpsc`, `spmc`).
+        pattern: &'static str,
+        /// `"sender"` or `"receiver"`.
+        side: &'static str,
+    },
+    /// Every endpoint on the other side is gone (receivers: and nothing is
+    /// left to receive).
+    #[error("the channel is disconnected: no {0} is left")]
+    Disconnected(&'static str),
+    /// The ring is full and the channel's policy is `fail`.
+    #[error("the channel is full")]
+    Full,
+    /// A channel whose shared state is not a psyne channel of this version.
+    #[error("segment {name:?} holds no usable channel: {reason}")]
+    NotAChannel {
+        /// The segment name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     // ----- system --------------------------------------------------------
     /// An operating-system error, with what psyne was doing.
     #[error("{context}: {source}")]

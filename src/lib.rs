@@ -36,12 +36,14 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod channel;
 pub mod error;
 pub(crate) mod ring;
 pub mod shm;
 pub(crate) mod sync;
 pub mod tensor;
 
+pub use channel::{channel, Loan, Receiver, SendError, Sender};
 pub use error::{Error, Result};
 pub use shm::{
     CreateOptions, DataAccess, Handle, Segment, SegmentInfo, Slab, SlabConfig, Slot, SlotMut,

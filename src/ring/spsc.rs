@@ -25,14 +25,14 @@ pub(crate) struct Spsc<'a, A> {
 }
 
 /// The producer's private state.
-#[derive(Debug, Default)]
+#[derive(Copy, Clone, Debug, Default)]
 pub(crate) struct Producer {
     tail: u64,
     head_cache: u64,
 }
 
 /// The consumer's private state.
-#[derive(Debug, Default)]
+#[derive(Copy, Clone, Debug, Default)]
 pub(crate) struct Consumer {
     head: u64,
     tail_cache: u64,

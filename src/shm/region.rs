@@ -123,6 +123,22 @@ impl Mapping {
         unsafe { &*(self.base().add(offset) as *const T) }
     }
 
+    /// `n` values of `T` starting at `offset`.
+    ///
+    /// Panics if the range is outside the region or misaligned.
+    ///
+    /// # Safety
+    /// As [`Mapping::at`], for every element.
+    pub(crate) unsafe fn slice_at<T>(&self, offset: usize, n: usize) -> &[T] {
+        let bytes = n
+            .checked_mul(std::mem::size_of::<T>())
+            .expect("psyne bug: slice length overflows");
+        self.check::<T>(offset, bytes);
+        // SAFETY: in bounds and aligned (checked above); validity and absence
+        // of concurrent plain writes are the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.base().add(offset) as *const T, n) }
+    }
+
     /// A raw pointer to a `T` at `offset`, bounds- and alignment-checked.
     pub(crate) fn ptr<T>(&self, offset: usize) -> *mut T {
         self.check::<T>(offset, std::mem::size_of::<T>());

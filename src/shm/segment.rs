@@ -54,6 +54,8 @@ pub(crate) mod area {
     pub const SLAB_META: u32 = 1;
     /// Slab slot payloads (data region).
     pub const SLAB_DATA: u32 = 2;
+    /// A channel: its parameters, counters, wake-up events and ring.
+    pub const CHANNEL: u32 = 3;
     /// Flag bit: the area lies in the data region.
     pub const IN_DATA: u32 = 1;
 }
@@ -145,7 +147,6 @@ impl CreateOptions {
 
     /// Reserves a control area of `size` bytes of kind `kind` (rings,
     /// participant tables: used by the channel layer).
-    #[allow(dead_code)]
     pub(crate) fn control_area(mut self, kind: u32, size: u64) -> Self {
         self.extra.push((kind, size));
         self
@@ -470,13 +471,17 @@ impl Segment {
     /// # Errors
     /// [`Error::InvalidConfig`] for an impossible configuration.
     pub fn anonymous(slab: &SlabConfig) -> Result<Segment> {
-        let opts = CreateOptions::new(slab.clone());
-        let (header, slab_area) = plan(&opts)?;
+        Segment::anonymous_with(&CreateOptions::new(slab.clone()))
+    }
+
+    /// An anonymous segment with `opts` (its mode is ignored).
+    pub(crate) fn anonymous_with(opts: &CreateOptions) -> Result<Segment> {
+        let (header, slab_area) = plan(opts)?;
         let mem = Arc::new(Memory {
             control: Mapping::heap(header.data_offset as usize)?,
             data: Mapping::heap(header.data_size as usize)?,
         });
-        Segment::format("(anonymous)", mem, header, slab_area, &opts)
+        Segment::format("(anonymous)", mem, header, slab_area, opts)
     }
 
     fn format(
@@ -666,6 +671,19 @@ impl Segment {
             mode: h.mode,
             created: UNIX_EPOCH + Duration::from_nanos(h.created_unix_ns),
         }
+    }
+
+    /// The offset and size of the first area of `kind`, if any.
+    pub(crate) fn area(&self, kind: u32) -> Option<(usize, usize)> {
+        self.inner
+            .header
+            .find(kind)
+            .map(|a| (a.offset as usize, a.size as usize))
+    }
+
+    /// The control region's mapping.
+    pub(crate) fn control(&self) -> &Mapping {
+        &self.inner.mem.control
     }
 
     /// The slab allocator of this segment.

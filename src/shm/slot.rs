@@ -426,6 +426,27 @@ impl SlotMut {
         Slot::new(r.slab.clone(), r.class, r.index, r.generation)
     }
 
+    /// Publishes the slot as a pending handle while keeping the `SlotMut`
+    /// (the channel's send: the handle goes on a ring next). Follow with
+    /// [`SlotMut::sent`] or [`SlotMut::unpublish`].
+    pub(crate) fn publish_pending(&self) -> Handle {
+        let h = self.handle();
+        self.publish(true);
+        h
+    }
+
+    /// The handle was delivered: this reference now belongs to it.
+    pub(crate) fn sent(mut self) {
+        self.armed = false;
+    }
+
+    /// The handle was not delivered: become the writer again. False if a
+    /// forged handle took the reference meanwhile (then give up the slot
+    /// with [`SlotMut::sent`]).
+    pub(crate) fn unpublish(&self) -> bool {
+        slotstate::unpublish(self.r.state(), self.r.generation)
+    }
+
     fn publish(&self, pending: bool) {
         slotstate::publish(self.r.state(), self.r.generation, pending);
     }

@@ -9,6 +9,7 @@
 
 pub(crate) mod freelist;
 pub(crate) mod slotstate;
+pub(crate) mod wait;
 
 pub use std::sync::atomic::Ordering;
 

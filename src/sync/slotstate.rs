@@ -93,6 +93,22 @@ pub(crate) fn publish<A: AtomicWord<Value = u64>>(st: &A, generation: u32, pendi
     st.store(pack(generation, holders), Ordering::Release);
 }
 
+/// Takes a published-but-unsent slot back for its writer: the handle's
+/// pending reference becomes the `WRITER` again. Only valid while nobody can
+/// know the handle (a send whose ring push failed). Returns false if the
+/// reference was taken meanwhile (someone forged the handle).
+#[inline]
+pub(crate) fn unpublish<A: AtomicWord<Value = u64>>(st: &A, generation: u32) -> bool {
+    st.compare_exchange_weak(
+        pack(generation, PENDING),
+        pack(generation, WRITER),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    )
+    .is_ok()
+        || (holders(st.load(Ordering::Relaxed)) == PENDING && unpublish(st, generation))
+}
+
 /// Takes a reference for generation `gen`: `pending` takes over one carried
 /// by a handle; otherwise adds a reader to an already published slot.
 #[inline]

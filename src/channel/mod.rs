@@ -1,0 +1,438 @@
+//! Channels: move tensors between threads (`memory://`) and processes
+//! (`ipc://`) without copying them.
+//!
+//! A [`Sender`] loans a slot of the channel's slab ([`Sender::loan`]), the
+//! producer writes the tensor in place, and [`Loan::send`] puts the slot's
+//! 16-byte handle on a lock-free ring. A [`Receiver`] takes the handle off
+//! the ring and returns a [`Slot`]: a read-only view of the same bytes,
+//! which frees the slot when dropped.
+//!
+//! ```
+//! # fn main() -> psyne::Result<()> {
+//! let (tx, rx) = psyne::channel("memory://doc-channel?capacity=64")?;
+//! let mut loan = tx.loan::<f32>(&psyne::Shape::vector(4))?;
+//! loan.tensor_mut::<f32>()?.copy_from_slice(&[1.0, 2.0, 3.0, 4.0])?;
+//! loan.send()?;
+//! let got = rx.recv()?;
+//! assert_eq!(&*got.tensor::<f32>()?, &[1.0, 2.0, 3.0, 4.0]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The URI names the transport, the channel and its parameters; see
+//! [`uri`]. The first endpoint to open a name creates the channel with the
+//! URI's parameters (defaults: capacity 1024, a 64 MiB slab, pattern
+//! `mpmc`, policy `block`); later endpoints may repeat parameters but not
+//! contradict them ([`Error::ParamConflict`]).
+//!
+//! Disconnection: once every sender has gone, receivers drain what is
+//! queued and then get [`Error::Disconnected`]; once every receiver has
+//! gone, sends fail with it. Endpoints that connect before the other side
+//! exists wait for it (messages queue up): a consumer may start first.
+
+mod ipc;
+mod memory;
+mod shared;
+pub mod uri;
+
+use std::cell::Cell;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use shared::Config;
+use shared::{Shared, Side};
+pub use uri::{ChannelUri, Pattern, Policy, Transport};
+
+use crate::error::{Error, Result};
+use crate::ring::spsc::{Consumer, Producer};
+use crate::shm::{DataAccess, Slot, SlotMut};
+use crate::tensor::{Element, Shape};
+
+/// Opens both ends of the channel `uri` in this process.
+///
+/// # Errors
+/// As [`Sender::connect`] and [`Receiver::connect`].
+pub fn channel(uri: &str) -> Result<(Sender, Receiver)> {
+    let tx = Sender::connect(uri)?;
+    let rx = Receiver::connect(uri)?;
+    Ok((tx, rx))
+}
+
+/// Where an endpoint's channel lives, to leave it properly.
+enum Home {
+    Memory(String),
+    Ipc(String),
+}
+
+/// What both endpoints hold.
+struct Endpoint {
+    shared: Arc<Shared>,
+    home: Home,
+    side: Side,
+}
+
+impl Endpoint {
+    fn connect(uri: &str, side: Side) -> Result<Endpoint> {
+        let u = ChannelUri::parse(uri)?;
+        let name = u.name().unwrap_or_default().to_string();
+        match u.transport {
+            Transport::Memory => Ok(Endpoint {
+                shared: memory::open(&name, &u.params, side)?,
+                home: Home::Memory(name),
+                side,
+            }),
+            Transport::Ipc => {
+                // Receivers never write a slot: map the data read-only,
+                // unless this call creates the channel (then re-open so).
+                let access = match side {
+                    Side::Sender => DataAccess::ReadWrite,
+                    Side::Receiver => DataAccess::ReadOnly,
+                };
+                let (mut shared, created) = ipc::open(&name, &u.params, access)?;
+                if created && side == Side::Receiver {
+                    shared = ipc::open(&name, &u.params, access)?.0;
+                }
+                shared.join(side)?;
+                Ok(Endpoint {
+                    shared,
+                    home: Home::Ipc(name),
+                    side,
+                })
+            }
+            Transport::Unix | Transport::Tcp => Err(Error::InvalidUri {
+                uri: uri.to_string(),
+                reason: "the unix:// and tcp:// transports are not implemented yet".into(),
+            }),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match &self.home {
+            Home::Memory(n) | Home::Ipc(n) => n,
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        match &self.home {
+            Home::Memory(name) => memory::leave(name, &self.shared, self.side),
+            Home::Ipc(name) => {
+                if self.shared.leave(self.side) {
+                    ipc::remove(name);
+                }
+            }
+        }
+    }
+}
+
+/// The sending end of a channel. `Send` (move it to another thread), not
+/// `Sync`: for several producers, connect several senders.
+pub struct Sender {
+    ep: Endpoint,
+    producer: Cell<Producer>,
+}
+
+impl Sender {
+    /// Connects a sender to the channel `uri`, creating the channel if it
+    /// does not exist.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUri`] for a malformed URI; [`Error::ParamConflict`]
+    /// if the channel exists with other parameters;
+    /// [`Error::TooManyEndpoints`] for a second sender on an `spsc` or
+    /// `spmc` channel; the segment errors of [`crate::Segment::open`].
+    pub fn connect(uri: &str) -> Result<Sender> {
+        let ep = Endpoint::connect(uri, Side::Sender)?;
+        let producer = Cell::new(ep.shared.producer());
+        Ok(Sender { ep, producer })
+    }
+
+    /// The channel's parameters.
+    pub fn config(&self) -> Config {
+        self.ep.shared.config
+    }
+
+    fn alloc(&self, nbytes: u64) -> Result<SlotMut> {
+        let slab = self.ep.shared.seg.slab();
+        match self.ep.shared.config.policy {
+            Policy::Block => match self.ep.shared.config.timeout {
+                Some(t) => slab.alloc_timeout(nbytes, t),
+                None => slab.alloc_timeout(nbytes, Duration::from_secs(u64::MAX / 4)),
+            },
+            _ => slab.alloc(nbytes),
+        }
+    }
+
+    /// Loans a slot for a tensor of `T` with `shape`: write it in place
+    /// (`loan.tensor_mut::<T>()`), then [`Loan::send`] it.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if no slot can hold it; [`Error::SlabFull`]
+    /// (policy `fail` / `drop_oldest`) or [`Error::Timeout`] (policy
+    /// `block` with a timeout) if every suitable slot is in use.
+    pub fn loan<T: Element>(&self, shape: &Shape) -> Result<Loan<'_>> {
+        let mut slot = self.alloc(shape.byte_size(T::DTYPE))?;
+        slot.init_tensor::<T>(shape)?;
+        Ok(Loan {
+            slot: Some(slot),
+            tx: self,
+        })
+    }
+
+    /// Loans a slot of `nbytes` untyped bytes (for quantized tensors use
+    /// [`SlotMut::write_quantized`] on it).
+    ///
+    /// # Errors
+    /// As [`Sender::loan`].
+    pub fn loan_bytes(&self, nbytes: u64) -> Result<Loan<'_>> {
+        Ok(Loan {
+            slot: Some(self.alloc(nbytes)?),
+            tx: self,
+        })
+    }
+
+    /// Copies `data` (a tensor of `shape`) into a slot and sends it: for
+    /// callers that already hold the data in a slice.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if `data` does not have `shape`'s element
+    /// count; otherwise as [`Sender::loan`] and [`Loan::send`].
+    pub fn send_copy<T: Element>(&self, shape: &Shape, data: &[T]) -> Result<()> {
+        let mut loan = self.loan::<T>(shape)?;
+        loan.tensor_mut::<T>()?.copy_from_slice(data)?;
+        loan.send().map_err(SendError::into_error)
+    }
+
+    fn send_slot(
+        &self,
+        slot: SlotMut,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(), (Error, Option<SlotMut>)> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut p = self.producer.get();
+        let r = self.ep.shared.send(&mut p, slot, deadline);
+        self.producer.set(p);
+        r
+    }
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("channel", &self.ep.name())
+            .field("config", &self.config())
+            .finish()
+    }
+}
+
+/// A slot loaned from a sender's slab, writable in place (it dereferences
+/// to [`SlotMut`]). [`Loan::send`] hands it to a receiver; dropping it
+/// unsent returns the slot.
+pub struct Loan<'a> {
+    slot: Option<SlotMut>,
+    tx: &'a Sender,
+}
+
+impl<'a> Loan<'a> {
+    /// Sends the tensor, applying the channel's policy if the ring is full
+    /// (`block` waits up to the channel's `timeout_ms`, for ever without
+    /// one).
+    ///
+    /// # Errors
+    /// A [`SendError`] holding the loan: [`Error::Full`] (policy `fail`),
+    /// [`Error::Timeout`], or [`Error::Disconnected`] (every receiver has
+    /// gone).
+    pub fn send(self) -> std::result::Result<(), SendError<'a>> {
+        let t = self.tx.ep.shared.config.timeout;
+        self.send_inner(t)
+    }
+
+    /// Like [`Loan::send`], waiting at most `timeout` if the ring is full
+    /// (policy `block`).
+    ///
+    /// # Errors
+    /// As [`Loan::send`].
+    pub fn send_timeout(self, timeout: Duration) -> std::result::Result<(), SendError<'a>> {
+        self.send_inner(Some(timeout))
+    }
+
+    fn send_inner(mut self, timeout: Option<Duration>) -> std::result::Result<(), SendError<'a>> {
+        let tx = self.tx;
+        let slot = self.slot.take().expect("a loan holds its slot until sent");
+        tx.send_slot(slot, timeout)
+            .map_err(|(error, slot)| SendError {
+                error: Box::new(error),
+                loan: slot.map(|s| Loan { slot: Some(s), tx }),
+            })
+    }
+}
+
+impl Deref for Loan<'_> {
+    type Target = SlotMut;
+    fn deref(&self) -> &SlotMut {
+        self.slot
+            .as_ref()
+            .expect("a loan holds its slot until sent")
+    }
+}
+
+impl DerefMut for Loan<'_> {
+    fn deref_mut(&mut self) -> &mut SlotMut {
+        self.slot
+            .as_mut()
+            .expect("a loan holds its slot until sent")
+    }
+}
+
+impl fmt::Debug for Loan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loan").field("slot", &self.slot).finish()
+    }
+}
+
+/// A send that did not happen: why, and the loan back (so the tensor is not
+/// lost; send it again or drop it).
+pub struct SendError<'a> {
+    error: Box<Error>,
+    loan: Option<Loan<'a>>,
+}
+
+impl<'a> SendError<'a> {
+    /// Why the send failed.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The loan, to retry or drop (`None` only if a forged handle stole the
+    /// slot, reported as [`Error::Corrupt`]).
+    pub fn into_loan(self) -> Option<Loan<'a>> {
+        self.loan
+    }
+
+    /// The error alone (the loan is dropped, freeing its slot).
+    pub fn into_error(self) -> Error {
+        *self.error
+    }
+}
+
+impl fmt::Debug for SendError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError")
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl fmt::Display for SendError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "send failed: {}", self.error)
+    }
+}
+
+impl std::error::Error for SendError<'_> {}
+
+impl From<SendError<'_>> for Error {
+    fn from(e: SendError<'_>) -> Error {
+        *e.error
+    }
+}
+
+/// The receiving end of a channel. `Send`, not `Sync`: for competing
+/// consumers (`spmc`, `mpmc`), connect several receivers. Iterating
+/// receives until the channel is disconnected.
+pub struct Receiver {
+    ep: Endpoint,
+    consumer: Cell<Consumer>,
+}
+
+impl Receiver {
+    /// Connects a receiver to the channel `uri`, creating the channel if it
+    /// does not exist. An `ipc://` receiver maps the tensor data read-only.
+    ///
+    /// # Errors
+    /// As [`Sender::connect`] ([`Error::TooManyEndpoints`] for a second
+    /// receiver on an `spsc` or `mpsc` channel).
+    pub fn connect(uri: &str) -> Result<Receiver> {
+        let ep = Endpoint::connect(uri, Side::Receiver)?;
+        let consumer = Cell::new(ep.shared.consumer());
+        Ok(Receiver { ep, consumer })
+    }
+
+    /// The channel's parameters.
+    pub fn config(&self) -> Config {
+        self.ep.shared.config
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Slot>> {
+        let mut c = self.consumer.get();
+        let r = self.ep.shared.recv(&mut c, deadline);
+        self.consumer.set(c);
+        r
+    }
+
+    /// Waits for the next tensor.
+    ///
+    /// # Errors
+    /// [`Error::Disconnected`] once every sender has gone and nothing is
+    /// queued.
+    pub fn recv(&self) -> Result<Slot> {
+        loop {
+            if let Some(s) = self.recv_until(None)? {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for the next tensor.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if none came; [`Error::Disconnected`] as
+    /// [`Receiver::recv`].
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Slot> {
+        self.recv_until(Some(Instant::now() + timeout))?
+            .ok_or(Error::Timeout(timeout))
+    }
+
+    /// The next tensor if one is queued, without waiting.
+    ///
+    /// # Errors
+    /// [`Error::Disconnected`] as [`Receiver::recv`].
+    pub fn try_recv(&self) -> Result<Option<Slot>> {
+        self.recv_until(Some(Instant::now()))
+    }
+
+    /// Messages queued now.
+    pub fn len(&self) -> usize {
+        self.ep.shared.len() as usize
+    }
+
+    /// Whether nothing is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Messages sent, received and dropped (by `drop_oldest`) on this
+    /// channel so far, over all endpoints.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        self.ep.shared.stats()
+    }
+}
+
+impl Iterator for Receiver {
+    type Item = Slot;
+    fn next(&mut self) -> Option<Slot> {
+        self.recv().ok()
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("channel", &self.ep.name())
+            .field("config", &self.config())
+            .finish()
+    }
+}

@@ -1,0 +1,591 @@
+//! The state a channel keeps in its segment's control region (area kind
+//! `CHANNEL`), and the operations every transport built on a segment uses.
+//!
+//! ```text
+//! offset  size  content
+//!      0   128  ChannelMeta: magic "CHN1", version, pattern, policy, ring kind,
+//!               capacity, slab size, largest message, block timeout (immutable)
+//!    128   128  counters: live senders, live receivers, sent, received, dropped
+//!    256   128  events: not_empty, not_full (8 bytes each, see sync::wait)
+//!    384   128  ring tail (its own cache line pair)
+//!    512   128  ring head
+//!    640   ...  ring cells: capacity x 2 words (spsc) or x 4 words (mpmc)
+//! ```
+//!
+//! A handle travels as two words: `offset` and `len << 32 | generation`.
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+
+use super::uri::{Params, Pattern, Policy};
+use crate::error::{Error, Result};
+use crate::ring::mpmc::{Mpmc, CELL_WORDS};
+use crate::ring::spsc::{Consumer, Producer, Spsc};
+use crate::ring::Full;
+use crate::shm::segment::area;
+use crate::shm::{Handle, Segment, Slot, SlotMut};
+use crate::sync::wait::Event;
+use crate::sync::Ordering;
+
+const MAGIC: u32 = u32::from_le_bytes(*b"CHN1");
+const VERSION: u32 = 1;
+const COUNTERS: usize = 128;
+const EVENTS: usize = 256;
+const TAIL: usize = 384;
+const HEAD: usize = 512;
+const CELLS: usize = 640;
+const RING_SPSC: u8 = 1;
+const RING_MPMC: u8 = 2;
+
+/// Default ring capacity.
+pub const DEFAULT_CAPACITY: u32 = 1024;
+/// Default slab size.
+pub const DEFAULT_SLAB: u64 = 64 << 20;
+
+/// The immutable parameters, as stored.
+#[derive(Copy, Clone, Debug, Pod, Zeroable)]
+#[repr(C)]
+struct ChannelMeta {
+    magic: u32,
+    version: u32,
+    pattern: u8,
+    policy: u8,
+    ring: u8,
+    _r0: u8,
+    capacity: u32,
+    slab: u64,
+    max_msg: u64,
+    /// Milliseconds a blocked send waits; `u64::MAX` for ever.
+    timeout_ms: u64,
+    _reserved: [u8; 88],
+}
+
+#[repr(C)]
+struct Counters {
+    senders: AtomicU32,
+    receivers: AtomicU32,
+    /// Non-zero once a sender has joined: only then can receivers be
+    /// disconnected (a consumer may start before its producer).
+    senders_seen: AtomicU32,
+    /// Non-zero once a receiver has joined (sends before that queue up).
+    receivers_seen: AtomicU32,
+    sent: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<ChannelMeta>() == 128);
+
+/// The parameters a channel was created with (URI values or defaults).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Ring slots.
+    pub capacity: u32,
+    /// Who may send and receive.
+    pub pattern: Pattern,
+    /// What a send does when the ring is full.
+    pub policy: Policy,
+    /// Bytes of the slab.
+    pub slab: u64,
+    /// The largest message the slab is sized for.
+    pub max_msg: u64,
+    /// How long a blocked send waits (`None`: for ever).
+    pub timeout: Option<Duration>,
+}
+
+impl Config {
+    /// The parameters of `params`, defaults filled in.
+    pub fn from_params(p: &Params) -> Config {
+        let slab = p.slab.unwrap_or(DEFAULT_SLAB);
+        Config {
+            capacity: p.capacity.unwrap_or(DEFAULT_CAPACITY),
+            pattern: p.pattern.unwrap_or(Pattern::Mpmc),
+            policy: p.policy.unwrap_or(Policy::Block),
+            slab,
+            max_msg: p.max_msg.unwrap_or(0),
+            timeout: p.timeout_ms.map(Duration::from_millis),
+        }
+    }
+
+    fn ring_kind(&self) -> u8 {
+        // drop_oldest needs the producer to pop: only the MPMC ring allows a
+        // second consumer.
+        if self.pattern == Pattern::Spsc && self.policy != Policy::DropOldest {
+            RING_SPSC
+        } else {
+            RING_MPMC
+        }
+    }
+
+    fn cell_words(&self) -> usize {
+        if self.ring_kind() == RING_SPSC {
+            2
+        } else {
+            CELL_WORDS
+        }
+    }
+
+    /// Bytes of the channel area.
+    pub(crate) fn area_size(&self) -> u64 {
+        (CELLS + self.capacity as usize * self.cell_words() * 8) as u64
+    }
+
+    /// The slab classes: the default for the slab size, plus a class for
+    /// `max_msg` if the defaults cannot hold it.
+    pub(crate) fn slab_config(&self) -> Result<crate::shm::SlabConfig> {
+        let cfg = crate::shm::SlabConfig::with_total(self.slab)?;
+        let largest = cfg.normalized()?.last().map_or(0, |c| c.0);
+        if self.max_msg > largest {
+            let count = (self.slab / 4 / self.max_msg).clamp(2, 64) as u32;
+            return Ok(cfg.class(self.max_msg, count));
+        }
+        Ok(cfg)
+    }
+
+    /// Checks the values given in `p` against this (existing) channel.
+    pub(crate) fn check(&self, name: &str, p: &Params) -> Result<()> {
+        let conflict = |param, requested: String, existing: String| {
+            Err(Error::ParamConflict {
+                name: name.to_string(),
+                param,
+                requested,
+                existing,
+            })
+        };
+        if let Some(c) = p.capacity.filter(|&c| c != self.capacity) {
+            return conflict("capacity", c.to_string(), self.capacity.to_string());
+        }
+        if let Some(x) = p.pattern.filter(|&x| x != self.pattern) {
+            return conflict("pattern", x.to_string(), self.pattern.to_string());
+        }
+        if let Some(x) = p.policy.filter(|&x| x != self.policy) {
+            return conflict("policy", x.to_string(), self.policy.to_string());
+        }
+        if let Some(x) = p.slab.filter(|&x| x != self.slab) {
+            return conflict("slab", x.to_string(), self.slab.to_string());
+        }
+        if let Some(x) = p.max_msg.filter(|&x| x != self.max_msg) {
+            return conflict("max_msg", x.to_string(), self.max_msg.to_string());
+        }
+        let ms = self.timeout.map(|t| t.as_millis() as u64);
+        if let Some(x) = p.timeout_ms.filter(|&x| Some(x) != ms) {
+            let existing = ms.map_or("none".into(), |m| m.to_string());
+            return conflict("timeout_ms", x.to_string(), existing);
+        }
+        Ok(())
+    }
+}
+
+fn pattern_code(p: Pattern) -> u8 {
+    Pattern::ALL.iter().position(|&x| x == p).expect("listed") as u8
+}
+
+fn policy_code(p: Policy) -> u8 {
+    Policy::ALL.iter().position(|&x| x == p).expect("listed") as u8
+}
+
+/// A channel's view of its segment.
+pub(crate) struct Shared {
+    pub(crate) seg: Segment,
+    pub(crate) config: Config,
+    area: usize,
+    ring: u8,
+}
+
+/// Which side an endpoint is on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Sender,
+    Receiver,
+}
+
+impl Shared {
+    /// Writes a fresh channel area into `seg` (which nobody else uses yet).
+    pub(crate) fn format(seg: Segment, config: Config) -> Result<Shared> {
+        let (area, size) = seg
+            .area(area::CHANNEL)
+            .ok_or_else(|| Error::InvalidConfig("segment has no channel area".into()))?;
+        assert!(
+            size as u64 >= config.area_size(),
+            "psyne bug: channel area too small"
+        );
+        let meta = ChannelMeta {
+            magic: 0, // published last, below
+            version: VERSION,
+            pattern: pattern_code(config.pattern),
+            policy: policy_code(config.policy),
+            ring: config.ring_kind(),
+            _r0: 0,
+            capacity: config.capacity,
+            slab: config.slab,
+            max_msg: config.max_msg,
+            timeout_ms: config.timeout.map_or(u64::MAX, |t| t.as_millis() as u64),
+            _reserved: [0; 88],
+        };
+        // SAFETY: the segment was just created and is not published to other
+        // openers until its header magic is (already done, but nobody can
+        // have attached as a channel: the channel magic is zero until here
+        // and attach refuses it); the pointer is checked by `ptr`.
+        unsafe { seg.control().ptr::<ChannelMeta>(area).write(meta) };
+        let shared = Shared {
+            seg,
+            config,
+            area,
+            ring: meta.ring,
+        };
+        if shared.ring == RING_MPMC {
+            shared.mpmc().format();
+        }
+        // Release: pairs with the Acquire load in `attach`; an opener that
+        // sees the magic sees the parameters and the formatted ring.
+        shared.magic().store(MAGIC, Ordering::Release);
+        Ok(shared)
+    }
+
+    /// Reads and checks the channel area of an opened segment.
+    pub(crate) fn attach(seg: Segment) -> Result<Shared> {
+        let name = seg.name().to_string();
+        let bad = |reason: String| Error::NotAChannel {
+            name: name.clone(),
+            reason,
+        };
+        let (area, size) = seg
+            .area(area::CHANNEL)
+            .ok_or_else(|| bad("it has no channel area".into()))?;
+        if size < CELLS {
+            return Err(bad(format!("its channel area has only {size} bytes")));
+        }
+        // SAFETY: an atomic at the start of the area; valid for any bits.
+        let magic: &AtomicU32 = unsafe { seg.control().at(area) };
+        // Acquire: pairs with the Release store at the end of `format`.
+        match magic.load(Ordering::Acquire) {
+            0 => return Err(Error::Uninitialized { name }),
+            MAGIC => {}
+            m => return Err(bad(format!("channel magic {m:#010x}"))),
+        }
+        // SAFETY: the metadata is written before the magic is published and
+        // never again.
+        let meta: ChannelMeta =
+            bytemuck::pod_read_unaligned(unsafe { seg.control().bytes(area, 128) });
+        if meta.version != VERSION {
+            return Err(bad(format!("channel layout version {}", meta.version)));
+        }
+        let pattern = *Pattern::ALL
+            .get(meta.pattern as usize)
+            .ok_or_else(|| bad(format!("pattern code {}", meta.pattern)))?;
+        let policy = *Policy::ALL
+            .get(meta.policy as usize)
+            .ok_or_else(|| bad(format!("policy code {}", meta.policy)))?;
+        let config = Config {
+            capacity: meta.capacity,
+            pattern,
+            policy,
+            slab: meta.slab,
+            max_msg: meta.max_msg,
+            timeout: (meta.timeout_ms != u64::MAX).then(|| Duration::from_millis(meta.timeout_ms)),
+        };
+        if meta.capacity < 2
+            || !meta.capacity.is_power_of_two()
+            || meta.ring != config.ring_kind()
+            || config.area_size() > size as u64
+        {
+            return Err(bad(format!(
+                "ring of capacity {} (kind {}) does not fit its {size}-byte area",
+                meta.capacity, meta.ring
+            )));
+        }
+        Ok(Shared {
+            seg,
+            config,
+            area,
+            ring: meta.ring,
+        })
+    }
+
+    fn magic(&self) -> &AtomicU32 {
+        // SAFETY: an atomic, valid for any bits; in bounds.
+        unsafe { self.seg.control().at(self.area) }
+    }
+
+    fn counters(&self) -> &Counters {
+        // SAFETY: atomics only, valid for any bits; in bounds (area size
+        // checked at format/attach).
+        unsafe { self.seg.control().at(self.area + COUNTERS) }
+    }
+
+    fn event(&self, which: usize) -> &Event {
+        // SAFETY: an Event is two atomics, valid for any bits (zero is its
+        // initial state); in bounds.
+        unsafe { self.seg.control().at(self.area + EVENTS + which * 8) }
+    }
+
+    pub(crate) fn not_empty(&self) -> &Event {
+        self.event(0)
+    }
+
+    pub(crate) fn not_full(&self) -> &Event {
+        self.event(1)
+    }
+
+    fn word(&self, at: usize) -> &AtomicU64 {
+        // SAFETY: an atomic, valid for any bits; in bounds.
+        unsafe { self.seg.control().at(self.area + at) }
+    }
+
+    fn cells(&self) -> &[AtomicU64] {
+        let n = self.config.capacity as usize * self.config.cell_words();
+        // SAFETY: atomics, valid for any bits; in bounds (area size checked).
+        unsafe { self.seg.control().slice_at(self.area + CELLS, n) }
+    }
+
+    fn spsc(&self) -> Spsc<'_, AtomicU64> {
+        Spsc {
+            tail: self.word(TAIL),
+            head: self.word(HEAD),
+            cells: self.cells(),
+        }
+    }
+
+    fn mpmc(&self) -> Mpmc<'_, AtomicU64> {
+        let p = self.config.pattern;
+        Mpmc {
+            tail: self.word(TAIL),
+            head: self.word(HEAD),
+            cells: self.cells(),
+            single_producer: matches!(p, Pattern::Spsc | Pattern::Spmc),
+            // With drop_oldest a producer may pop too.
+            single_consumer: matches!(p, Pattern::Spsc | Pattern::Mpsc)
+                && self.config.policy != Policy::DropOldest,
+        }
+    }
+
+    /// Registers an endpoint, refusing one the pattern does not allow.
+    pub(crate) fn join(&self, side: Side) -> Result<()> {
+        let c = self.counters();
+        let (count, single) = match side {
+            Side::Sender => (
+                &c.senders,
+                matches!(self.config.pattern, Pattern::Spsc | Pattern::Spmc),
+            ),
+            Side::Receiver => (
+                &c.receivers,
+                matches!(self.config.pattern, Pattern::Spsc | Pattern::Mpsc),
+            ),
+        };
+        let mut n = count.load(Ordering::Relaxed);
+        loop {
+            if single && n >= 1 {
+                return Err(Error::TooManyEndpoints {
+                    name: self.seg.name().to_string(),
+                    pattern: self.config.pattern.as_str(),
+                    side: if side == Side::Sender {
+                        "sender"
+                    } else {
+                        "receiver"
+                    },
+                });
+            }
+            match count.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        let seen = if side == Side::Sender {
+            &c.senders_seen
+        } else {
+            &c.receivers_seen
+        };
+        seen.store(1, Ordering::Release);
+        // Wake the other side: a waiter may be deciding whether it is
+        // disconnected.
+        self.not_empty().notify();
+        self.not_full().notify();
+        Ok(())
+    }
+
+    /// Whether every endpoint of `side` is gone (after at least one came).
+    pub(crate) fn gone(&self, side: Side) -> bool {
+        let c = self.counters();
+        match side {
+            Side::Sender => {
+                c.senders_seen.load(Ordering::Acquire) != 0
+                    && c.senders.load(Ordering::Acquire) == 0
+            }
+            Side::Receiver => {
+                c.receivers_seen.load(Ordering::Acquire) != 0
+                    && c.receivers.load(Ordering::Acquire) == 0
+            }
+        }
+    }
+
+    /// Unregisters an endpoint and wakes the other side (it may now be
+    /// disconnected). Returns whether the channel can go: no endpoint left
+    /// and nothing queued (queued messages wait for a receiver).
+    pub(crate) fn leave(&self, side: Side) -> bool {
+        let c = self.counters();
+        let count = if side == Side::Sender {
+            &c.senders
+        } else {
+            &c.receivers
+        };
+        count.fetch_sub(1, Ordering::AcqRel);
+        self.not_empty().notify();
+        self.not_full().notify();
+        c.senders.load(Ordering::Acquire) == 0
+            && c.receivers.load(Ordering::Acquire) == 0
+            && self.len() == 0
+    }
+
+    /// Messages sent, received and dropped (by `drop_oldest`) so far.
+    pub(crate) fn stats(&self) -> (u64, u64, u64) {
+        let c = self.counters();
+        (
+            c.sent.load(Ordering::Relaxed),
+            c.received.load(Ordering::Relaxed),
+            c.dropped.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn producer(&self) -> Producer {
+        self.spsc().producer()
+    }
+
+    pub(crate) fn consumer(&self) -> Consumer {
+        self.spsc().consumer()
+    }
+
+    fn push(&self, p: &mut Producer, msg: [u64; 2]) -> std::result::Result<(), Full<[u64; 2]>> {
+        if self.ring == RING_SPSC {
+            self.spsc().push(p, msg)
+        } else {
+            self.mpmc().push(msg)
+        }
+    }
+
+    fn pop(&self, c: &mut Consumer) -> Option<[u64; 2]> {
+        if self.ring == RING_SPSC {
+            self.spsc().pop(c)
+        } else {
+            self.mpmc().pop()
+        }
+    }
+
+    /// Messages in the ring now.
+    pub(crate) fn len(&self) -> u64 {
+        if self.ring == RING_SPSC {
+            self.spsc().len()
+        } else {
+            self.mpmc().len()
+        }
+    }
+
+    /// Sends a loaned slot: publishes it, puts its handle on the ring
+    /// (applying the policy when full) and wakes a receiver. On failure the
+    /// slot comes back.
+    pub(crate) fn send(
+        &self,
+        p: &mut Producer,
+        slot: SlotMut,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), (Error, Option<SlotMut>)> {
+        if self.gone(Side::Receiver) {
+            return Err((Error::Disconnected("receiver"), Some(slot)));
+        }
+        let h = slot.publish_pending();
+        let mut msg = encode(&h);
+        loop {
+            match self.push(p, msg) {
+                Ok(()) => {
+                    slot.sent();
+                    self.counters().sent.fetch_add(1, Ordering::Relaxed);
+                    self.not_empty().notify();
+                    return Ok(());
+                }
+                Err(Full(back)) => msg = back,
+            }
+            match self.config.policy {
+                Policy::Fail => return give_back(slot, Error::Full),
+                Policy::DropOldest => {
+                    let mut scratch = Consumer::default();
+                    if let Some(old) = self.pop(&mut scratch) {
+                        if let Ok(h) = decode(old) {
+                            drop(self.seg.slab().take(h));
+                        }
+                        self.counters().dropped.fetch_add(1, Ordering::Relaxed);
+                        self.not_full().notify();
+                    }
+                }
+                Policy::Block => {
+                    let ready =
+                        || self.len() < self.config.capacity as u64 || self.gone(Side::Receiver);
+                    if !self.not_full().wait_until(ready, deadline) {
+                        let d = deadline.map_or(Duration::ZERO, |d| {
+                            d.saturating_duration_since(Instant::now())
+                        });
+                        return give_back(slot, Error::Timeout(d));
+                    }
+                    if self.gone(Side::Receiver) {
+                        return give_back(slot, Error::Disconnected("receiver"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Receives one message: `Ok(None)` if none came before `deadline`
+    /// (`Some(now)` for a non-blocking try).
+    pub(crate) fn recv(&self, c: &mut Consumer, deadline: Option<Instant>) -> Result<Option<Slot>> {
+        loop {
+            if let Some(msg) = self.pop(c) {
+                self.counters().received.fetch_add(1, Ordering::Relaxed);
+                self.not_full().notify();
+                return self.seg.slab().take(decode(msg)?).map(Some);
+            }
+            if self.gone(Side::Sender) {
+                // Senders are gone; one may have pushed just before leaving.
+                return match self.pop(c) {
+                    Some(msg) => {
+                        self.counters().received.fetch_add(1, Ordering::Relaxed);
+                        self.seg.slab().take(decode(msg)?).map(Some)
+                    }
+                    None => Err(Error::Disconnected("sender")),
+                };
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            let ready = || self.len() > 0 || self.gone(Side::Sender);
+            if !self.not_empty().wait_until(ready, deadline) {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// A send that did not happen: the slot becomes the sender's again.
+fn give_back(slot: SlotMut, e: Error) -> std::result::Result<(), (Error, Option<SlotMut>)> {
+    if slot.unpublish() {
+        Err((e, Some(slot)))
+    } else {
+        // A forged handle took the reference: the slot is not ours to return.
+        slot.sent();
+        Err((
+            Error::Corrupt("a forged handle took an unsent slot".into()),
+            None,
+        ))
+    }
+}
+
+fn encode(h: &Handle) -> [u64; 2] {
+    [h.offset, (h.len as u64) << 32 | h.generation as u64]
+}
+
+fn decode(msg: [u64; 2]) -> Result<Handle> {
+    Ok(Handle {
+        offset: msg[0],
+        generation: msg[1] as u32,
+        len: (msg[1] >> 32) as u32,
+    })
+}

@@ -1,0 +1,331 @@
+//! Channels: memory:// between threads and ipc:// between real processes;
+//! ordering, exactly-once delivery, disconnection, backpressure policies,
+//! parameter conflicts and malformed URIs.
+//!
+//! Child processes are this test binary re-run with `PSYNE_TEST_ROLE` set
+//! (see `child_entry`).
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use psyne::{channel, Error, Receiver, Sender, Shape};
+
+const ROLE: &str = "PSYNE_TEST_ROLE";
+const URI: &str = "PSYNE_TEST_URI";
+
+fn in_child() -> bool {
+    std::env::var_os(ROLE).is_some()
+}
+
+/// A unique channel name for this process and test.
+fn name(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "chan-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn value(msg: u64, i: usize) -> f32 {
+    (msg as f32) * 1000.0 + i as f32
+}
+
+/// Sends `n` vectors of `len` f32 whose elements encode (message, index).
+fn send_n(tx: &Sender, n: u64, len: usize) {
+    for m in 0..n {
+        let mut loan = tx.loan::<f32>(&Shape::vector(len)).unwrap();
+        for (i, x) in loan.tensor_mut::<f32>().unwrap().iter_mut().enumerate() {
+            *x = value(m, i);
+        }
+        loan.set_seq(m);
+        loan.send().unwrap();
+    }
+}
+
+/// Receives `n` messages and checks every element and the order.
+fn recv_n(rx: &Receiver, n: u64, len: usize) {
+    for m in 0..n {
+        let got = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(got.meta().unwrap().seq, m, "out of order");
+        let t = got.tensor::<f32>().unwrap();
+        assert_eq!(t.len(), len);
+        assert!(
+            t.iter().enumerate().all(|(i, &x)| x == value(m, i)),
+            "message {m} corrupted"
+        );
+    }
+}
+
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let uri = std::env::var(URI).unwrap();
+    match role.as_str() {
+        "consumer" => {
+            let rx = Receiver::connect(&uri).unwrap();
+            recv_n(&rx, 2000, 1000);
+            // Then everything until the producer hangs up.
+            let rest = rx.count();
+            println!("consumer done, {rest} extra");
+        }
+        "producer" => {
+            let tx = Sender::connect(&uri).unwrap();
+            send_n(&tx, 2000, 1000);
+        }
+        r => panic!("unknown role {r}"),
+    }
+}
+
+fn child(role: &str, uri: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(URI, uri)
+        .stdout(Stdio::piped());
+    c
+}
+
+#[test]
+fn memory_channel_round_trip_in_order() {
+    if in_child() {
+        return;
+    }
+    let uri = format!("memory://{}?capacity=16", name("mem"));
+    let (tx, rx) = channel(&uri).unwrap();
+    let t = std::thread::spawn(move || send_n(&tx, 10_000, 64));
+    recv_n(&rx, 10_000, 64);
+    t.join().unwrap();
+    // The sender is gone: nothing left, disconnected.
+    assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+    assert_eq!(rx.counts(), (10_000, 10_000, 0));
+}
+
+#[test]
+fn ipc_channel_between_processes_consumer_first() {
+    if in_child() {
+        return;
+    }
+    let uri = format!("ipc://{}?capacity=64&slab=16MiB&pattern=spsc", name("ipc"));
+    // The consumer starts first and waits for its producer.
+    let consumer = child("consumer", &uri).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let tx = Sender::connect(&uri).unwrap();
+    send_n(&tx, 2000, 1000);
+    drop(tx);
+    let out = consumer.wait_with_output().unwrap();
+    assert!(out.status.success(), "consumer failed");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("consumer done, 0 extra"));
+    // The last endpoint removed the segment.
+    assert!(!psyne::Segment::exists(
+        uri.trim_start_matches("ipc://").split('?').next().unwrap()
+    ));
+}
+
+#[test]
+fn ipc_messages_sent_before_the_consumer_exists_are_kept() {
+    if in_child() {
+        return;
+    }
+    let uri = format!("ipc://{}?capacity=4096&slab=64MiB", name("early"));
+    let producer = child("producer", &uri).output().unwrap();
+    assert!(producer.status.success(), "producer failed");
+    // The producer has exited; its 2000 messages wait in the segment.
+    let rx = Receiver::connect(&uri).unwrap();
+    assert_eq!(rx.len(), 2000);
+    recv_n(&rx, 2000, 1000);
+    assert!(matches!(rx.try_recv(), Err(Error::Disconnected("sender"))));
+}
+
+#[test]
+fn mpmc_four_producers_four_consumers_every_message_once() {
+    if in_child() {
+        return;
+    }
+    let uri = format!("memory://{}?capacity=64&pattern=mpmc", name("mpmc"));
+    let per = 5_000u64;
+    let producers: Vec<_> = (0..4u64)
+        .map(|p| {
+            let uri = uri.clone();
+            let tx = Sender::connect(&uri).unwrap();
+            std::thread::spawn(move || {
+                for s in 0..per {
+                    tx.send_copy(&Shape::vector(2), &[p as i64, s as i64])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = (0..4)
+        .map(|_| {
+            let rx = Receiver::connect(&uri).unwrap();
+            std::thread::spawn(move || {
+                let mut last = [None::<u64>; 4];
+                let mut got = Vec::new();
+                for slot in rx {
+                    let t = slot.tensor::<i64>().unwrap();
+                    let (p, s) = (t[0] as usize, t[1] as u64);
+                    assert!(last[p].is_none_or(|l| l < s), "producer {p} out of order");
+                    last[p] = Some(s);
+                    got.push(p as u64 * per + s);
+                }
+                got
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let mut all: Vec<u64> = consumers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..4 * per).collect::<Vec<_>>());
+}
+
+#[test]
+fn policies_when_full() {
+    if in_child() {
+        return;
+    }
+    // fail: the loan comes back with its data.
+    let (tx, rx) = channel(&format!("memory://{}?capacity=2&policy=fail", name("fail"))).unwrap();
+    tx.send_copy(&Shape::vector(1), &[1u32]).unwrap();
+    tx.send_copy(&Shape::vector(1), &[2u32]).unwrap();
+    let mut loan = tx.loan::<u32>(&Shape::vector(1)).unwrap();
+    loan.tensor_mut::<u32>().unwrap()[0] = 3;
+    let err = loan.send().unwrap_err();
+    assert!(matches!(err.error(), Error::Full));
+    let loan = err.into_loan().unwrap();
+    assert_eq!(loan.bytes(), 3u32.to_le_bytes());
+    assert_eq!(rx.recv().unwrap().tensor::<u32>().unwrap()[0], 1);
+    loan.send().unwrap(); // room now
+    assert_eq!(rx.recv().unwrap().tensor::<u32>().unwrap()[0], 2);
+    assert_eq!(rx.recv().unwrap().tensor::<u32>().unwrap()[0], 3);
+
+    // drop_oldest: the newest messages survive, the dropped are counted and
+    // their slots freed.
+    let (tx, rx) = channel(&format!(
+        "memory://{}?capacity=2&policy=drop_oldest",
+        name("drop")
+    ))
+    .unwrap();
+    for i in 0..5u32 {
+        tx.send_copy(&Shape::vector(1), &[i]).unwrap();
+    }
+    assert_eq!(rx.recv().unwrap().tensor::<u32>().unwrap()[0], 3);
+    assert_eq!(rx.recv().unwrap().tensor::<u32>().unwrap()[0], 4);
+    assert_eq!(rx.counts(), (5, 2, 3));
+
+    // block with a timeout: the send waits, then gives the loan back.
+    let (tx, _rx) = channel(&format!(
+        "memory://{}?capacity=2&timeout_ms=50",
+        name("block")
+    ))
+    .unwrap();
+    tx.send_copy(&Shape::vector(1), &[1u8]).unwrap();
+    tx.send_copy(&Shape::vector(1), &[2u8]).unwrap();
+    let loan = tx.loan::<u8>(&Shape::vector(1)).unwrap();
+    let err = loan.send().unwrap_err();
+    assert!(matches!(err.error(), Error::Timeout(_)));
+    assert!(err.into_loan().is_some());
+}
+
+#[test]
+fn a_blocked_sender_wakes_when_space_frees() {
+    if in_child() {
+        return;
+    }
+    let (tx, rx) = channel(&format!("memory://{}?capacity=2", name("wake"))).unwrap();
+    let t = std::thread::spawn(move || {
+        for i in 0..100u32 {
+            tx.send_copy(&Shape::vector(1), &[i]).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(50)); // the sender is blocked by now
+    for i in 0..100u32 {
+        assert_eq!(rx.recv().unwrap().tensor::<u32>().unwrap()[0], i);
+    }
+    t.join().unwrap();
+}
+
+#[test]
+fn disconnection_both_ways() {
+    if in_child() {
+        return;
+    }
+    let (tx, rx) = channel(&format!("memory://{}", name("disc"))).unwrap();
+    tx.send_copy(&Shape::vector(1), &[7i64]).unwrap();
+    drop(tx);
+    assert_eq!(rx.recv().unwrap().tensor::<i64>().unwrap()[0], 7);
+    assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+
+    let (tx, rx) = channel(&format!("memory://{}", name("disc2"))).unwrap();
+    drop(rx);
+    let err = tx
+        .loan::<u8>(&Shape::vector(1))
+        .unwrap()
+        .send()
+        .unwrap_err();
+    assert!(matches!(err.error(), Error::Disconnected("receiver")));
+    // A receiver blocked in recv wakes when the last sender leaves.
+    let (tx, rx) = channel(&format!("memory://{}", name("disc3"))).unwrap();
+    let t = std::thread::spawn(move || rx.recv().map(|_| ()));
+    std::thread::sleep(Duration::from_millis(50));
+    drop(tx);
+    assert!(matches!(
+        t.join().unwrap(),
+        Err(Error::Disconnected("sender"))
+    ));
+}
+
+#[test]
+fn endpoints_and_parameters_are_checked() {
+    if in_child() {
+        return;
+    }
+    let n = name("params");
+    let (_tx, _rx) = channel(&format!("ipc://{n}?capacity=8&pattern=spsc")).unwrap();
+    assert!(matches!(
+        Sender::connect(&format!("ipc://{n}")),
+        Err(Error::TooManyEndpoints { side: "sender", .. })
+    ));
+    assert!(matches!(
+        Receiver::connect(&format!("ipc://{n}")),
+        Err(Error::TooManyEndpoints {
+            side: "receiver",
+            ..
+        })
+    ));
+    assert!(matches!(
+        Sender::connect(&format!("ipc://{n}?capacity=16")),
+        Err(Error::ParamConflict {
+            param: "capacity",
+            ..
+        })
+    ));
+    for bad in [
+        "ipc://a/b",
+        "ftp://x",
+        "ipc://x?capacity=3",
+        "ipc://x?pattern=star",
+        "ipc://x?policy=maybe",
+        "ipc://x?slab=12parsecs",
+        "memory://",
+    ] {
+        assert!(
+            matches!(Sender::connect(bad), Err(Error::InvalidUri { .. })),
+            "{bad}"
+        );
+    }
+    // A tensor larger than any slot.
+    let (tx, _rx) = channel(&format!("memory://{}?slab=1MiB", name("big"))).unwrap();
+    assert!(matches!(
+        tx.loan::<f32>(&Shape::vector(1 << 20)),
+        Err(Error::TooLarge { .. })
+    ));
+}
