@@ -243,17 +243,17 @@ mod tests {
 
     #[test]
     fn mpmc_4x4_every_message_once_in_producer_order() {
-        stress(4, 4, per(250_000));
+        stress(4, 4, per(50_000));
     }
 
     #[test]
     fn mpsc_4x1() {
-        stress(4, 1, per(250_000));
+        stress(4, 1, per(50_000));
     }
 
     #[test]
     fn spmc_1x4() {
-        stress(1, 4, per(1_000_000));
+        stress(1, 4, per(200_000));
     }
 }
 
