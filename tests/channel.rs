@@ -198,7 +198,7 @@ fn policies_when_full() {
     tx.send_copy(&Shape::vector(1), &[2u32]).unwrap();
     let mut loan = tx.loan::<u32>(&Shape::vector(1)).unwrap();
     loan.tensor_mut::<u32>().unwrap()[0] = 3;
-    let err = loan.send().unwrap_err();
+    let err = loan.send_or_return().unwrap_err();
     assert!(matches!(err.error(), Error::Full));
     let loan = err.into_loan().unwrap();
     assert_eq!(loan.bytes(), 3u32.to_le_bytes());
@@ -230,9 +230,15 @@ fn policies_when_full() {
     tx.send_copy(&Shape::vector(1), &[1u8]).unwrap();
     tx.send_copy(&Shape::vector(1), &[2u8]).unwrap();
     let loan = tx.loan::<u8>(&Shape::vector(1)).unwrap();
-    let err = loan.send().unwrap_err();
+    let err = loan.send_or_return().unwrap_err();
     assert!(matches!(err.error(), Error::Timeout(_)));
-    assert!(err.into_loan().is_some());
+    let loan = err.into_loan().unwrap();
+    // Dropping a returned loan frees its slot; a plain send reports the
+    // error alone.
+    assert!(matches!(
+        loan.send_timeout(Duration::from_millis(10)),
+        Err(Error::Timeout(_))
+    ));
 }
 
 #[test]
@@ -271,7 +277,7 @@ fn disconnection_both_ways() {
         .unwrap()
         .send()
         .unwrap_err();
-    assert!(matches!(err.error(), Error::Disconnected("receiver")));
+    assert!(matches!(err, Error::Disconnected("receiver")));
     // A receiver blocked in recv wakes when the last sender leaves.
     let (tx, rx) = channel(&format!("memory://{}", name("disc3"))).unwrap();
     let t = std::thread::spawn(move || rx.recv().map(|_| ()));

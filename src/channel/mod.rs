@@ -203,7 +203,7 @@ impl Sender {
     pub fn send_copy<T: Element>(&self, shape: &Shape, data: &[T]) -> Result<()> {
         let mut loan = self.loan::<T>(shape)?;
         loan.tensor_mut::<T>()?.copy_from_slice(data)?;
-        loan.send().map_err(SendError::into_error)
+        loan.send()
     }
 
     fn send_slot(
@@ -239,15 +239,14 @@ pub struct Loan<'a> {
 impl<'a> Loan<'a> {
     /// Sends the tensor, applying the channel's policy if the ring is full
     /// (`block` waits up to the channel's `timeout_ms`, for ever without
-    /// one).
+    /// one). If the send fails the loan is dropped and its slot freed; use
+    /// [`Loan::send_or_return`] to get it back instead.
     ///
     /// # Errors
-    /// A [`SendError`] holding the loan: [`Error::Full`] (policy `fail`),
-    /// [`Error::Timeout`], or [`Error::Disconnected`] (every receiver has
-    /// gone).
-    pub fn send(self) -> std::result::Result<(), SendError<'a>> {
-        let t = self.tx.ep.shared.config.timeout;
-        self.send_inner(t)
+    /// [`Error::Full`] (policy `fail`), [`Error::Timeout`], or
+    /// [`Error::Disconnected`] (every receiver has gone).
+    pub fn send(self) -> Result<()> {
+        self.send_or_return().map_err(SendError::into_error)
     }
 
     /// Like [`Loan::send`], waiting at most `timeout` if the ring is full
@@ -255,8 +254,19 @@ impl<'a> Loan<'a> {
     ///
     /// # Errors
     /// As [`Loan::send`].
-    pub fn send_timeout(self, timeout: Duration) -> std::result::Result<(), SendError<'a>> {
+    pub fn send_timeout(self, timeout: Duration) -> Result<()> {
         self.send_inner(Some(timeout))
+            .map_err(SendError::into_error)
+    }
+
+    /// Like [`Loan::send`], but a failed send gives the loan back inside the
+    /// [`SendError`], tensor intact, to retry or drop.
+    ///
+    /// # Errors
+    /// As [`Loan::send`], with the loan.
+    pub fn send_or_return(self) -> std::result::Result<(), SendError<'a>> {
+        let t = self.tx.ep.shared.config.timeout;
+        self.send_inner(t)
     }
 
     fn send_inner(mut self, timeout: Option<Duration>) -> std::result::Result<(), SendError<'a>> {
@@ -402,6 +412,11 @@ impl Receiver {
     /// [`Error::Disconnected`] as [`Receiver::recv`].
     pub fn try_recv(&self) -> Result<Option<Slot>> {
         self.recv_until(Some(Instant::now()))
+    }
+
+    /// Receives until the channel is disconnected (or an error occurs).
+    pub fn iter(&self) -> impl Iterator<Item = Slot> + '_ {
+        std::iter::from_fn(|| self.recv().ok())
     }
 
     /// Messages queued now.
