@@ -1,0 +1,303 @@
+//! Channel latency and throughput, with baselines measured in the same run.
+//!
+//! `cargo bench --bench channel`
+//!
+//! - `cacheline_rtt`: a bare cache-line round trip between two processes
+//!   (an atomic word in shared memory bounced by spinning): the floor for
+//!   any cross-process handoff on this machine.
+//! - `ipc_rtt/<size>`: a round trip over two `ipc://` spsc channels between
+//!   two processes, each direction carrying a tensor of `<size>` bytes (the
+//!   payload is not touched: the point is that its size does not matter).
+//!   One-way latency is half of it.
+//! - `thread_rtt/<impl>`: a round trip between two threads over
+//!   `memory://`, `crossbeam-channel` (bounded) and `std::sync::mpsc`
+//!   (sync_channel), each carrying a 64-byte message.
+//! - `throughput/<pattern>`: 64-byte messages per second over `memory://`
+//!   with 1 or 2 producer and consumer threads, next to crossbeam.
+//!
+//! The child process is this bench binary re-run with `PSYNE_BENCH_ROLE`.
+
+use std::hint::black_box;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use psyne::{Receiver, Sender};
+
+const ROLE: &str = "PSYNE_BENCH_ROLE";
+
+fn main() {
+    if let Ok(role) = std::env::var(ROLE) {
+        child(&role);
+        return;
+    }
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    cacheline(&mut c);
+    ipc(&mut c);
+    threads(&mut c);
+    throughput(&mut c);
+    c.final_summary();
+}
+
+fn spawn(role: &str, args: &[&str]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, role)
+        .args(args)
+        .spawn()
+        .unwrap()
+}
+
+fn child(role: &str) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match role {
+        "cacheline" => {
+            let map = shared_word(&args[0], false);
+            let w = word(&map);
+            loop {
+                let v = w.load(Ordering::Acquire);
+                if v == u64::MAX {
+                    break;
+                }
+                if v % 2 == 1 {
+                    w.store(v + 1, Ordering::Release);
+                }
+                std::hint::spin_loop();
+            }
+        }
+        "echo" => {
+            let rx = Receiver::connect(&args[0]).unwrap();
+            let tx = Sender::connect(&args[1]).unwrap();
+            let size: u64 = args[2].parse().unwrap();
+            while let Ok(msg) = rx.recv() {
+                drop(msg);
+                tx.loan_bytes(size).unwrap().send().unwrap();
+            }
+        }
+        r => panic!("unknown role {r}"),
+    }
+}
+
+fn shared_word(path: &str, create: bool) -> memmap2::MmapRaw {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .unwrap();
+    f.set_len(4096).unwrap();
+    memmap2::MmapRaw::map_raw(&f).unwrap()
+}
+
+fn word(map: &memmap2::MmapRaw) -> &AtomicU64 {
+    // SAFETY: the mapping is 4096 bytes, page-aligned, shared; an AtomicU64
+    // is valid for any bits and is only accessed atomically by both sides.
+    unsafe { &*(map.as_mut_ptr() as *const AtomicU64) }
+}
+
+fn cacheline(c: &mut Criterion) {
+    let path = format!("/dev/shm/psyne-bench-cl-{}", std::process::id());
+    let map = shared_word(&path, true);
+    let w = word(&map);
+    w.store(0, Ordering::Release);
+    let mut kid = spawn("cacheline", &[&path]);
+    c.bench_function("cacheline_rtt", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let v = w.load(Ordering::Relaxed);
+                w.store(v + 1, Ordering::Release); // odd: the child's turn
+                while w.load(Ordering::Acquire) != v + 2 {
+                    std::hint::spin_loop();
+                }
+            }
+            start.elapsed()
+        })
+    });
+    w.store(u64::MAX, Ordering::Release);
+    kid.wait().unwrap();
+    let _ = std::fs::remove_file(path);
+}
+
+fn ipc(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ipc_rtt");
+    for (size, label, slab) in [
+        (64u64, "64B", "1MiB"),
+        (4 << 10, "4KiB", "1MiB"),
+        (1 << 20, "1MiB", "64MiB"),
+        (64 << 20, "64MiB", "512MiB"),
+    ] {
+        let id = std::process::id();
+        let params = format!("?capacity=64&slab={slab}&max_msg={size}&pattern=spsc");
+        let ping = format!("ipc://bench-ping-{id}-{label}{params}");
+        let pong = format!("ipc://bench-pong-{id}-{label}{params}");
+        let tx = Sender::connect(&ping).unwrap();
+        let rx = Receiver::connect(&pong).unwrap();
+        let mut kid = spawn("echo", &[&ping, &pong, &size.to_string()]);
+        g.bench_with_input(BenchmarkId::from_parameter(label), &size, |b, &size| {
+            b.iter(|| {
+                tx.loan_bytes(size).unwrap().send().unwrap();
+                black_box(rx.recv().unwrap());
+            })
+        });
+        drop(tx);
+        kid.wait().unwrap();
+    }
+    g.finish();
+}
+
+fn threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("thread_rtt");
+    {
+        let id = std::process::id();
+        let ping = format!("memory://bench-tping-{id}?capacity=64&pattern=spsc");
+        let pong = format!("memory://bench-tpong-{id}?capacity=64&pattern=spsc");
+        let (tx, rx) = (
+            Sender::connect(&ping).unwrap(),
+            Receiver::connect(&pong).unwrap(),
+        );
+        let (erx, etx) = (
+            Receiver::connect(&ping).unwrap(),
+            Sender::connect(&pong).unwrap(),
+        );
+        let echo = std::thread::spawn(move || {
+            while let Ok(m) = erx.recv() {
+                drop(m);
+                etx.loan_bytes(64).unwrap().send().unwrap();
+            }
+        });
+        g.bench_function("psyne_memory", |b| {
+            b.iter(|| {
+                tx.loan_bytes(64).unwrap().send().unwrap();
+                black_box(rx.recv().unwrap());
+            })
+        });
+        drop(tx);
+        echo.join().unwrap();
+    }
+    {
+        let (tx, erx) = crossbeam_channel::bounded::<[u8; 64]>(64);
+        let (etx, rx) = crossbeam_channel::bounded::<[u8; 64]>(64);
+        let echo = std::thread::spawn(move || {
+            while let Ok(m) = erx.recv() {
+                etx.send(m).unwrap();
+            }
+        });
+        g.bench_function("crossbeam_bounded", |b| {
+            b.iter(|| {
+                tx.send([7u8; 64]).unwrap();
+                black_box(rx.recv().unwrap());
+            })
+        });
+        drop(tx);
+        echo.join().unwrap();
+    }
+    {
+        let (tx, erx) = std::sync::mpsc::sync_channel::<[u8; 64]>(64);
+        let (etx, rx) = std::sync::mpsc::sync_channel::<[u8; 64]>(64);
+        let echo = std::thread::spawn(move || {
+            while let Ok(m) = erx.recv() {
+                etx.send(m).unwrap();
+            }
+        });
+        g.bench_function("std_mpsc_sync", |b| {
+            b.iter(|| {
+                tx.send([7u8; 64]).unwrap();
+                black_box(rx.recv().unwrap());
+            })
+        });
+        drop(tx);
+        echo.join().unwrap();
+    }
+    g.finish();
+}
+
+/// Time to move `n` messages from `p` producer threads to `q` consumer
+/// threads over a fresh memory:// channel of `pattern`.
+fn psyne_throughput(pattern: &str, p: usize, q: usize, n: u64) -> Duration {
+    let uri = format!(
+        "memory://bench-tp-{}-{pattern}-{}?capacity=1024&pattern={pattern}",
+        std::process::id(),
+        n
+    );
+    let txs: Vec<Sender> = (0..p).map(|_| Sender::connect(&uri).unwrap()).collect();
+    let rxs: Vec<Receiver> = (0..q).map(|_| Receiver::connect(&uri).unwrap()).collect();
+    let start = Instant::now();
+    let per = n / p as u64;
+    let senders: Vec<_> = txs
+        .into_iter()
+        .map(|tx| {
+            std::thread::spawn(move || {
+                for i in 0..per {
+                    let mut l = tx.loan_bytes(64).unwrap();
+                    l.bytes_mut()[0] = i as u8;
+                    l.send().unwrap();
+                }
+            })
+        })
+        .collect();
+    let receivers: Vec<_> = rxs
+        .into_iter()
+        .map(|rx| std::thread::spawn(move || rx.iter().count()))
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let got: usize = receivers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert_eq!(got as u64, per * p as u64);
+    start.elapsed()
+}
+
+fn crossbeam_throughput(p: usize, q: usize, n: u64) -> Duration {
+    let (tx, rx) = crossbeam_channel::bounded::<[u8; 64]>(1024);
+    let start = Instant::now();
+    let per = n / p as u64;
+    let senders: Vec<_> = (0..p)
+        .map(|_| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for i in 0..per {
+                    tx.send([i as u8; 64]).unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let receivers: Vec<_> = (0..q)
+        .map(|_| {
+            let rx = rx.clone();
+            std::thread::spawn(move || rx.iter().count())
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let got: usize = receivers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert_eq!(got as u64, per * p as u64);
+    start.elapsed()
+}
+
+fn throughput(c: &mut Criterion) {
+    const N: u64 = 100_000;
+    let mut g = c.benchmark_group("throughput");
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
+    for (pattern, p, q) in [
+        ("spsc", 1, 1),
+        ("mpsc", 2, 1),
+        ("spmc", 1, 2),
+        ("mpmc", 2, 2),
+    ] {
+        g.bench_function(BenchmarkId::new("psyne", pattern), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| psyne_throughput(pattern, p, q, N)).sum())
+        });
+        g.bench_function(BenchmarkId::new("crossbeam", pattern), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| crossbeam_throughput(p, q, N)).sum())
+        });
+    }
+    g.finish();
+}
