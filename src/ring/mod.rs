@@ -16,6 +16,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod broadcast;
 pub(crate) mod mpmc;
 pub(crate) mod spsc;
 
