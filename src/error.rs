@@ -235,6 +235,14 @@ pub enum Error {
     /// left to receive).
     #[error("the channel is disconnected: no {0} is left")]
     Disconnected(&'static str),
+    /// A broadcast subscriber fell more than the ring's capacity behind and
+    /// the publisher overwrote messages it had not read. The next receive
+    /// continues with the oldest message still there.
+    #[error("this subscriber lagged: {missed} messages were overwritten before it read them")]
+    Lagged {
+        /// How many messages it missed.
+        missed: u64,
+    },
     /// The ring is full and the channel's policy is `fail`.
     #[error("the channel is full")]
     Full,

@@ -76,6 +76,13 @@ fn child_entry() {
             let tx = Sender::connect(&uri).unwrap();
             send_n(&tx, 2000, 1000);
         }
+        "subscriber" => {
+            let rx = Receiver::connect(&uri).unwrap();
+            println!("ready");
+            recv_n(&rx, 2000, 1000);
+            assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+            println!("subscriber done");
+        }
         r => panic!("unknown role {r}"),
     }
 }
@@ -334,4 +341,130 @@ fn endpoints_and_parameters_are_checked() {
         tx.loan::<f32>(&Shape::vector(1 << 20)),
         Err(Error::TooLarge { .. })
     ));
+}
+
+#[test]
+fn broadcast_every_subscriber_sees_every_message() {
+    if in_child() {
+        return;
+    }
+    let uri = format!("memory://{}?capacity=8&pattern=broadcast", name("bc"));
+    let tx = Sender::connect(&uri).unwrap();
+    let subs: Vec<_> = (0..3)
+        .map(|_| {
+            let rx = Receiver::connect(&uri).unwrap();
+            std::thread::spawn(move || recv_n(&rx, 5_000, 16))
+        })
+        .collect();
+    send_n(&tx, 5_000, 16);
+    drop(tx);
+    for s in subs {
+        s.join().unwrap();
+    }
+    // A ring longer than the slab has slots: the ring gives slots back as
+    // soon as every subscriber has read them, so nothing deadlocks.
+    let small = format!(
+        "memory://{}?capacity=64&slab=64KiB&pattern=broadcast",
+        name("bcs")
+    );
+    let (tx2, rx2) = channel(&small).unwrap();
+    let reader = std::thread::spawn(move || recv_n(&rx2, 500, 1000));
+    send_n(&tx2, 500, 1000); // 4000-byte tensors; the slab has 16 slots of 4 KiB
+    drop(tx2);
+    reader.join().unwrap();
+
+    // One publisher only.
+    let _tx = Sender::connect(&uri).unwrap();
+    assert!(matches!(
+        Sender::connect(&uri),
+        Err(Error::TooManyEndpoints { side: "sender", .. })
+    ));
+}
+
+#[test]
+fn broadcast_laggers_are_told_or_hold_the_publisher_back() {
+    if in_child() {
+        return;
+    }
+    // drop_oldest: a subscriber that did not keep up learns how much it
+    // missed, then continues with the oldest message left.
+    let uri = format!(
+        "memory://{}?capacity=4&pattern=broadcast&policy=drop_oldest",
+        name("lag")
+    );
+    let (tx, rx) = channel(&uri).unwrap();
+    for i in 0..10u32 {
+        tx.send_copy(&Shape::vector(1), &[i]).unwrap();
+    }
+    assert_eq!(rx.len(), 4);
+    assert!(matches!(rx.recv(), Err(Error::Lagged { missed: 6 })));
+    let rest: Vec<u32> = (0..4)
+        .map(|_| rx.recv().unwrap().tensor::<u32>().unwrap()[0])
+        .collect();
+    assert_eq!(rest, [6, 7, 8, 9]);
+
+    // fail: the publisher is refused instead of overwriting.
+    let uri = format!(
+        "memory://{}?capacity=2&pattern=broadcast&policy=fail",
+        name("bfail")
+    );
+    let (tx, rx) = channel(&uri).unwrap();
+    tx.send_copy(&Shape::vector(1), &[1u8]).unwrap();
+    tx.send_copy(&Shape::vector(1), &[2u8]).unwrap();
+    assert!(matches!(
+        tx.send_copy(&Shape::vector(1), &[3u8]),
+        Err(Error::Full)
+    ));
+    assert_eq!(rx.recv().unwrap().tensor::<u8>().unwrap()[0], 1);
+    tx.send_copy(&Shape::vector(1), &[3u8]).unwrap();
+
+    // block: the publisher waits for the slowest subscriber.
+    let uri = format!("memory://{}?capacity=2&pattern=broadcast", name("bblock"));
+    let (tx, rx) = channel(&uri).unwrap();
+    let t = std::thread::spawn(move || {
+        for i in 0..50u32 {
+            tx.send_copy(&Shape::vector(1), &[i]).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    for i in 0..50u32 {
+        assert_eq!(rx.recv().unwrap().tensor::<u32>().unwrap()[0], i);
+    }
+    t.join().unwrap();
+}
+
+#[test]
+fn broadcast_to_subscriber_processes() {
+    if in_child() {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let uri = format!(
+        "ipc://{}?capacity=16&slab=32MiB&pattern=broadcast",
+        name("fan")
+    );
+    let tx = Sender::connect(&uri).unwrap();
+    let mut kids = Vec::new();
+    for _ in 0..2 {
+        let mut kid = child("subscriber", &uri).spawn().unwrap();
+        let mut out = BufReader::new(kid.stdout.take().unwrap());
+        let mut line = String::new();
+        // Wait until it has subscribed (the harness prints a header first).
+        while !line.contains("ready") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "subscriber exited early"
+            );
+        }
+        kids.push((kid, out));
+    }
+    send_n(&tx, 2000, 1000);
+    drop(tx);
+    for (mut kid, mut out) in kids {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert!(kid.wait().unwrap().success(), "subscriber failed");
+        assert!(rest.contains("subscriber done"), "{rest}");
+    }
 }

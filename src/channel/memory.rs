@@ -19,7 +19,11 @@ fn registry() -> &'static Mutex<HashMap<String, Arc<Shared>>> {
 /// Opens (creating if needed) the in-process channel `name` and joins it
 /// as `side`, under the registry lock so that a concurrent `leave` cannot
 /// forget the channel in between.
-pub(crate) fn open(name: &str, params: &Params, side: Side) -> Result<Arc<Shared>> {
+pub(crate) fn open(
+    name: &str,
+    params: &Params,
+    side: Side,
+) -> Result<(Arc<Shared>, Option<usize>)> {
     let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
     let shared = match reg.get(name) {
         Some(s) => {
@@ -35,15 +39,15 @@ pub(crate) fn open(name: &str, params: &Params, side: Side) -> Result<Arc<Shared
             s
         }
     };
-    shared.join(side)?;
-    Ok(shared)
+    let sub = shared.join(side)?;
+    Ok((shared, sub))
 }
 
 /// Leaves the channel; forgets it once it is unused (no endpoint, nothing
 /// queued), so the name can be made anew.
-pub(crate) fn leave(name: &str, shared: &Arc<Shared>, side: Side) {
+pub(crate) fn leave(name: &str, shared: &Arc<Shared>, side: Side, sub: Option<usize>) {
     let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
-    if shared.leave(side) && reg.get(name).is_some_and(|s| Arc::ptr_eq(s, shared)) {
+    if shared.leave(side, sub) && reg.get(name).is_some_and(|s| Arc::ptr_eq(s, shared)) {
         reg.remove(name);
     }
 }

@@ -71,6 +71,8 @@ struct Endpoint {
     shared: Arc<Shared>,
     home: Home,
     side: Side,
+    /// A broadcast receiver's subscriber record.
+    sub: Option<usize>,
 }
 
 impl Endpoint {
@@ -78,11 +80,15 @@ impl Endpoint {
         let u = ChannelUri::parse(uri)?;
         let name = u.name().unwrap_or_default().to_string();
         match u.transport {
-            Transport::Memory => Ok(Endpoint {
-                shared: memory::open(&name, &u.params, side)?,
-                home: Home::Memory(name),
-                side,
-            }),
+            Transport::Memory => {
+                let (shared, sub) = memory::open(&name, &u.params, side)?;
+                Ok(Endpoint {
+                    shared,
+                    home: Home::Memory(name),
+                    side,
+                    sub,
+                })
+            }
             Transport::Ipc => {
                 // Receivers never write a slot: map the data read-only,
                 // unless this call creates the channel (then re-open so).
@@ -94,11 +100,12 @@ impl Endpoint {
                 if created && side == Side::Receiver {
                     shared = ipc::open(&name, &u.params, access)?.0;
                 }
-                shared.join(side)?;
+                let sub = shared.join(side)?;
                 Ok(Endpoint {
                     shared,
                     home: Home::Ipc(name),
                     side,
+                    sub,
                 })
             }
             Transport::Unix | Transport::Tcp => Err(Error::InvalidUri {
@@ -118,9 +125,9 @@ impl Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         match &self.home {
-            Home::Memory(name) => memory::leave(name, &self.shared, self.side),
+            Home::Memory(name) => memory::leave(name, &self.shared, self.side, self.sub),
             Home::Ipc(name) => {
-                if self.shared.leave(self.side) {
+                if self.shared.leave(self.side, self.sub) {
                     ipc::remove(name);
                 }
             }
@@ -156,8 +163,27 @@ impl Sender {
     }
 
     fn alloc(&self, nbytes: u64) -> Result<SlotMut> {
-        let slab = self.ep.shared.seg.slab();
-        match self.ep.shared.config.policy {
+        let shared = &self.ep.shared;
+        let slab = shared.seg.slab();
+        if shared.is_broadcast() {
+            // Slots come back when the ring releases messages every
+            // subscriber has read: reclaim, then poll.
+            let deadline = shared.config.timeout.map(|t| Instant::now() + t);
+            let mut pause = Duration::from_micros(5);
+            loop {
+                shared.reclaim(0);
+                match slab.alloc(nbytes) {
+                    Err(Error::SlabFull { .. }) if shared.config.policy == Policy::Block => {}
+                    other => return other,
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(Error::Timeout(shared.config.timeout.unwrap_or_default()));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(1));
+            }
+        }
+        match shared.config.policy {
             Policy::Block => match self.ep.shared.config.timeout {
                 Some(t) => slab.alloc_timeout(nbytes, t),
                 None => slab.alloc_timeout(nbytes, Duration::from_secs(u64::MAX / 4)),
@@ -377,6 +403,9 @@ impl Receiver {
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Slot>> {
+        if let Some(sub) = self.ep.sub {
+            return self.ep.shared.recv_broadcast(sub, deadline);
+        }
         let mut c = self.consumer.get();
         let r = self.ep.shared.recv(&mut c, deadline);
         self.consumer.set(c);
@@ -387,7 +416,8 @@ impl Receiver {
     ///
     /// # Errors
     /// [`Error::Disconnected`] once every sender has gone and nothing is
-    /// queued.
+    /// queued; on a broadcast channel, [`Error::Lagged`] (once, then
+    /// receiving goes on) if the publisher overwrote unread messages.
     pub fn recv(&self) -> Result<Slot> {
         loop {
             if let Some(s) = self.recv_until(None)? {
@@ -414,14 +444,25 @@ impl Receiver {
         self.recv_until(Some(Instant::now()))
     }
 
-    /// Receives until the channel is disconnected (or an error occurs).
+    /// Receives until the channel is disconnected or fails (a broadcast
+    /// subscriber's [`Error::Lagged`] is skipped: iteration goes on with
+    /// the oldest message left).
     pub fn iter(&self) -> impl Iterator<Item = Slot> + '_ {
-        std::iter::from_fn(|| self.recv().ok())
+        std::iter::from_fn(|| loop {
+            match self.recv() {
+                Ok(s) => return Some(s),
+                Err(Error::Lagged { .. }) => continue,
+                Err(_) => return None,
+            }
+        })
     }
 
-    /// Messages queued now.
+    /// Messages queued now (broadcast: not yet read by this subscriber).
     pub fn len(&self) -> usize {
-        self.ep.shared.len() as usize
+        match self.ep.sub {
+            Some(sub) => self.ep.shared.unread(sub) as usize,
+            None => self.ep.shared.len() as usize,
+        }
     }
 
     /// Whether nothing is queued now.
@@ -439,7 +480,7 @@ impl Receiver {
 impl Iterator for Receiver {
     type Item = Slot;
     fn next(&mut self) -> Option<Slot> {
-        self.recv().ok()
+        self.iter().next()
     }
 }
 

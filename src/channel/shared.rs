@@ -21,6 +21,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::uri::{Params, Pattern, Policy};
 use crate::error::{Error, Result};
+use crate::ring::broadcast::{Broadcast, Read};
 use crate::ring::mpmc::{Mpmc, CELL_WORDS};
 use crate::ring::spsc::{Consumer, Producer, Spsc};
 use crate::ring::Full;
@@ -38,6 +39,11 @@ const HEAD: usize = 512;
 const CELLS: usize = 640;
 const RING_SPSC: u8 = 1;
 const RING_MPMC: u8 = 2;
+const RING_BROADCAST: u8 = 3;
+/// Subscribers a broadcast channel can have at once.
+pub const MAX_SUBSCRIBERS: usize = 64;
+/// Bytes per subscriber record: next position (u64), active (u32), padding.
+const SUB_SIZE: usize = 64;
 
 /// Default ring capacity.
 pub const DEFAULT_CAPACITY: u32 = 1024;
@@ -110,12 +116,12 @@ impl Config {
     }
 
     fn ring_kind(&self) -> u8 {
-        // drop_oldest needs the producer to pop: only the MPMC ring allows a
-        // second consumer.
-        if self.pattern == Pattern::Spsc && self.policy != Policy::DropOldest {
-            RING_SPSC
-        } else {
-            RING_MPMC
+        match self.pattern {
+            Pattern::Broadcast => RING_BROADCAST,
+            // drop_oldest needs the producer to pop: only the MPMC ring
+            // allows a second consumer.
+            Pattern::Spsc if self.policy != Policy::DropOldest => RING_SPSC,
+            _ => RING_MPMC,
         }
     }
 
@@ -127,9 +133,19 @@ impl Config {
         }
     }
 
-    /// Bytes of the channel area.
+    fn cells_size(&self) -> usize {
+        self.capacity as usize * self.cell_words() * 8
+    }
+
+    /// Bytes of the channel area (broadcast: with the subscriber table
+    /// after the cells).
     pub(crate) fn area_size(&self) -> u64 {
-        (CELLS + self.capacity as usize * self.cell_words() * 8) as u64
+        let subs = if self.pattern == Pattern::Broadcast {
+            MAX_SUBSCRIBERS * SUB_SIZE
+        } else {
+            0
+        };
+        (CELLS + self.cells_size() + subs) as u64
     }
 
     /// The slab classes: the default for the slab size, plus a class for
@@ -348,6 +364,32 @@ impl Shared {
         }
     }
 
+    fn broadcast(&self) -> Broadcast<'_, AtomicU64> {
+        Broadcast {
+            tail: self.word(TAIL),
+            cells: self.cells(),
+        }
+    }
+
+    /// Subscriber `i`'s (next position, active flag).
+    fn subscriber(&self, i: usize) -> (&AtomicU64, &AtomicU32) {
+        assert!(i < MAX_SUBSCRIBERS, "psyne bug: subscriber index");
+        let at = self.area + CELLS + self.config.cells_size() + i * SUB_SIZE;
+        // SAFETY: atomics, valid for any bits; in bounds (the area of a
+        // broadcast channel includes the table, checked at format/attach).
+        unsafe { (self.seg.control().at(at), self.seg.control().at(at + 8)) }
+    }
+
+    /// The lowest next position over active subscribers (None: none).
+    fn slowest(&self) -> Option<u64> {
+        (0..MAX_SUBSCRIBERS)
+            .filter_map(|i| {
+                let (pos, active) = self.subscriber(i);
+                (active.load(Ordering::Acquire) != 0).then(|| pos.load(Ordering::Acquire))
+            })
+            .min()
+    }
+
     fn mpmc(&self) -> Mpmc<'_, AtomicU64> {
         let p = self.config.pattern;
         Mpmc {
@@ -361,13 +403,18 @@ impl Shared {
         }
     }
 
-    /// Registers an endpoint, refusing one the pattern does not allow.
-    pub(crate) fn join(&self, side: Side) -> Result<()> {
+    /// Registers an endpoint, refusing one the pattern does not allow. A
+    /// broadcast receiver gets a subscriber record, returned, starting at
+    /// the next message published.
+    pub(crate) fn join(&self, side: Side) -> Result<Option<usize>> {
         let c = self.counters();
         let (count, single) = match side {
             Side::Sender => (
                 &c.senders,
-                matches!(self.config.pattern, Pattern::Spsc | Pattern::Spmc),
+                matches!(
+                    self.config.pattern,
+                    Pattern::Spsc | Pattern::Spmc | Pattern::Broadcast
+                ),
             ),
             Side::Receiver => (
                 &c.receivers,
@@ -392,6 +439,29 @@ impl Shared {
                 Err(now) => n = now,
             }
         }
+        let mut sub = None;
+        if side == Side::Receiver && self.ring == RING_BROADCAST {
+            let free = (0..MAX_SUBSCRIBERS).find(|&i| {
+                self.subscriber(i)
+                    .1
+                    .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            });
+            let Some(i) = free else {
+                count.fetch_sub(1, Ordering::AcqRel);
+                return Err(Error::TooManyEndpoints {
+                    name: self.seg.name().to_string(),
+                    pattern: "broadcast (64 subscribers at most)",
+                    side: "receiver",
+                });
+            };
+            // Start at the next message. (A message published between
+            // this load and the store below is seen: fine.)
+            self.subscriber(i)
+                .0
+                .store(self.broadcast().tail(), Ordering::Release);
+            sub = Some(i);
+        }
         let seen = if side == Side::Sender {
             &c.senders_seen
         } else {
@@ -402,7 +472,7 @@ impl Shared {
         // disconnected.
         self.not_empty().notify();
         self.not_full().notify();
-        Ok(())
+        Ok(sub)
     }
 
     /// Whether every endpoint of `side` is gone (after at least one came).
@@ -423,7 +493,10 @@ impl Shared {
     /// Unregisters an endpoint and wakes the other side (it may now be
     /// disconnected). Returns whether the channel can go: no endpoint left
     /// and nothing queued (queued messages wait for a receiver).
-    pub(crate) fn leave(&self, side: Side) -> bool {
+    pub(crate) fn leave(&self, side: Side, sub: Option<usize>) -> bool {
+        if let Some(i) = sub {
+            self.subscriber(i).1.store(0, Ordering::Release);
+        }
         let c = self.counters();
         let count = if side == Side::Sender {
             &c.senders
@@ -472,13 +545,23 @@ impl Shared {
         }
     }
 
-    /// Messages in the ring now.
+    /// Messages in the ring now (broadcast: 0, nothing waits for a
+    /// receiver that is not subscribed yet).
     pub(crate) fn len(&self) -> u64 {
-        if self.ring == RING_SPSC {
-            self.spsc().len()
-        } else {
-            self.mpmc().len()
+        match self.ring {
+            RING_SPSC => self.spsc().len(),
+            RING_MPMC => self.mpmc().len(),
+            _ => 0,
         }
+    }
+
+    /// Messages subscriber `sub` has not read yet (at most the capacity).
+    pub(crate) fn unread(&self, sub: usize) -> u64 {
+        let pos = self.subscriber(sub).0.load(Ordering::Acquire);
+        self.broadcast()
+            .tail()
+            .saturating_sub(pos)
+            .min(self.config.capacity as u64)
     }
 
     /// Sends a loaned slot: publishes it, puts its handle on the ring
@@ -492,6 +575,9 @@ impl Shared {
     ) -> std::result::Result<(), (Error, Option<SlotMut>)> {
         if self.gone(Side::Receiver) {
             return Err((Error::Disconnected("receiver"), Some(slot)));
+        }
+        if self.ring == RING_BROADCAST {
+            return self.publish(slot, deadline);
         }
         let h = slot.publish_pending();
         let mut msg = encode(&h);
@@ -528,6 +614,128 @@ impl Shared {
                     }
                     if self.gone(Side::Receiver) {
                         return give_back(slot, Error::Disconnected("receiver"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Broadcast send: waits for (`block`) or refuses (`fail`) a subscriber
+    /// that has not read the message about to be overwritten, or overwrites
+    /// it (`drop_oldest`: that subscriber is told it lagged). The ring holds
+    /// one reference per message, released when its cell is reused.
+    fn publish(
+        &self,
+        slot: SlotMut,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), (Error, Option<SlotMut>)> {
+        let ring = self.broadcast();
+        let pos = ring.tail();
+        let cap = self.config.capacity as u64;
+        let behind = || self.slowest().is_some_and(|s| s + cap <= pos);
+        if behind() {
+            match self.config.policy {
+                Policy::DropOldest => {}
+                Policy::Fail => return Err((Error::Full, Some(slot))),
+                Policy::Block => {
+                    let ready = || !behind() || self.gone(Side::Receiver);
+                    if !self.not_full().wait_until(ready, deadline) {
+                        let d = deadline.map_or(Duration::ZERO, |d| {
+                            d.saturating_duration_since(Instant::now())
+                        });
+                        return Err((Error::Timeout(d), Some(slot)));
+                    }
+                }
+            }
+        }
+        // Release what every subscriber has read, and the message about to
+        // be overwritten even if someone has not (drop_oldest: it lags).
+        self.reclaim((pos + 1).saturating_sub(cap));
+        let h = slot.publish_pending();
+        slot.sent();
+        ring.publish(pos, encode(&h));
+        self.counters().sent.fetch_add(1, Ordering::Relaxed);
+        self.not_empty().notify();
+        Ok(())
+    }
+
+    /// Broadcast: gives up the ring's references to messages that every
+    /// subscriber has read (all of them when nobody is subscribed), and to
+    /// every message before position `at_least`. The ring holds one
+    /// reference per message from its publication until then; the position
+    /// released so far lives in the (otherwise unused) `head` word.
+    /// Publisher only.
+    pub(crate) fn reclaim(&self, at_least: u64) {
+        let ring = self.broadcast();
+        let tail = ring.tail();
+        let upto = self.slowest().map_or(tail, |s| s.min(tail)).max(at_least);
+        let released = self.word(HEAD);
+        let mut r = released.load(Ordering::Relaxed);
+        while r < upto {
+            if let Some(msg) = ring.published(r) {
+                if let Ok(h) = decode(msg) {
+                    drop(self.seg.slab().take(h));
+                }
+            }
+            r += 1;
+            released.store(r, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this is a broadcast channel.
+    pub(crate) fn is_broadcast(&self) -> bool {
+        self.ring == RING_BROADCAST
+    }
+
+    /// Broadcast receive for subscriber `sub`: the next message, or
+    /// [`Error::Lagged`] (once) if the publisher overwrote messages it had
+    /// not read.
+    pub(crate) fn recv_broadcast(
+        &self,
+        sub: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Slot>> {
+        let ring = self.broadcast();
+        let (pos, _) = self.subscriber(sub);
+        loop {
+            let q = pos.load(Ordering::Relaxed);
+            match ring.read(q) {
+                Read::Message(msg) => {
+                    let got = self.seg.slab().share(&decode(msg)?);
+                    // Release: the publisher may reuse the cell once every
+                    // subscriber's position has passed it.
+                    pos.store(q + 1, Ordering::Release);
+                    self.not_full().notify();
+                    match got {
+                        Ok(slot) => {
+                            self.counters().received.fetch_add(1, Ordering::Relaxed);
+                            return Ok(Some(slot));
+                        }
+                        // Evicted and freed between the read and the share.
+                        Err(Error::StaleHandle { .. }) => {
+                            self.counters().dropped.fetch_add(1, Ordering::Relaxed);
+                            return Err(Error::Lagged { missed: 1 });
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Read::Lagged { oldest } => {
+                    pos.store(oldest, Ordering::Release);
+                    self.not_full().notify();
+                    let missed = oldest - q;
+                    self.counters().dropped.fetch_add(missed, Ordering::Relaxed);
+                    return Err(Error::Lagged { missed });
+                }
+                Read::Empty => {
+                    if self.gone(Side::Sender) {
+                        return Err(Error::Disconnected("sender"));
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(None);
+                    }
+                    let ready = || ring.tail() > q || self.gone(Side::Sender);
+                    if !self.not_empty().wait_until(ready, deadline) {
+                        return Ok(None);
                     }
                 }
             }

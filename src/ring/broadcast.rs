@@ -59,14 +59,16 @@ impl<'a, A: AtomicWord<Value = u64>> Broadcast<'a, A> {
         self.tail.load(Ordering::Acquire)
     }
 
-    /// The payload currently in the cell that position `pos` will use (the
-    /// message of `pos - capacity`), if that position was published: the
-    /// publisher releases it before overwriting.
-    pub(crate) fn evicted(&self, pos: u64) -> Option<[u64; 2]> {
-        let old = pos.checked_sub(self.capacity())?;
+    /// The message of position `pos` if its cell still holds it. For the
+    /// publisher (the cell's only writer), to release what it published.
+    pub(crate) fn published(&self, pos: u64) -> Option<[u64; 2]> {
         let cell = self.cell(pos);
-        (cell[0].load(Ordering::Relaxed) == 2 * old + 2)
-            .then(|| [cell[1].load(Ordering::Relaxed), cell[2].load(Ordering::Relaxed)])
+        (cell[0].load(Ordering::Relaxed) == 2 * pos + 2).then(|| {
+            [
+                cell[1].load(Ordering::Relaxed),
+                cell[2].load(Ordering::Relaxed),
+            ]
+        })
     }
 
     /// Publishes `msg` at position `pos` (the single publisher's own count,
@@ -96,7 +98,10 @@ impl<'a, A: AtomicWord<Value = u64>> Broadcast<'a, A> {
         let want = 2 * pos + 2;
         // Acquire: pairs with the Release store of the even seq.
         let s1 = cell[0].load(Ordering::Acquire);
-        let msg = [cell[1].load(Ordering::Acquire), cell[2].load(Ordering::Acquire)];
+        let msg = [
+            cell[1].load(Ordering::Acquire),
+            cell[2].load(Ordering::Acquire),
+        ];
         let s2 = cell[0].load(Ordering::Relaxed);
         if s1 == want && s2 == want {
             Read::Message(msg)
@@ -140,7 +145,7 @@ mod tests {
         let r = ring(&m);
         assert_eq!(r.read(0), Read::Empty);
         for p in 0..4 {
-            assert_eq!(r.evicted(p), None);
+            assert_eq!(r.published(p), None);
             r.publish(p, [p, p * 10]);
         }
         // Two readers at different positions see the same messages.
@@ -148,8 +153,9 @@ mod tests {
         assert_eq!(r.read(3), Read::Message([3, 30]));
         assert_eq!(r.read(4), Read::Empty);
         // Position 4 evicts position 0's message.
-        assert_eq!(r.evicted(4), Some([0, 0]));
+        assert_eq!(r.published(0), Some([0, 0]));
         r.publish(4, [4, 40]);
+        assert_eq!(r.published(0), None);
         r.publish(5, [5, 50]);
         assert_eq!(r.read(0), Read::Lagged { oldest: 2 });
         assert_eq!(r.read(2), Read::Message([2, 20]));
@@ -213,7 +219,9 @@ mod loom_model {
         loom::model(|| {
             let m = Arc::new((
                 AtomicU64::new(0),
-                (0..2 * CELL_WORDS).map(|_| AtomicU64::new(0)).collect::<Vec<_>>(),
+                (0..2 * CELL_WORDS)
+                    .map(|_| AtomicU64::new(0))
+                    .collect::<Vec<_>>(),
             ));
             let m2 = m.clone();
             let w = loom::thread::spawn(move || {
