@@ -58,8 +58,10 @@ const SPIN: u32 = 200;
 /// cost of one futex round trip.
 #[cfg(not(loom))]
 const YIELD: u32 = 32;
-// Loom explores every interleaving: one poll of each kind is enough to
-// cover the paths and keeps the models small.
+// Under loom one poll of each kind, without pause or yield: the phases are
+// bounded loops, so loom needs no yield in them, and a loom yield would
+// deprioritise the waiter and hide the interleavings that matter (a model
+// built that way missed a deliberately dropped re-check).
 #[cfg(loom)]
 const SPIN: u32 = 1;
 #[cfg(loom)]
@@ -118,7 +120,8 @@ impl Event {
             if ready() {
                 return true;
             }
-            spin_hint();
+            #[cfg(not(loom))]
+            std::hint::spin_loop();
         }
         for _ in 0..yields {
             if ready() {
@@ -127,7 +130,8 @@ impl Event {
             if expired() {
                 return false;
             }
-            yield_now();
+            #[cfg(not(loom))]
+            std::thread::yield_now();
         }
         loop {
             // Read before announcing (see the module docs). Acquire: pairs
@@ -196,28 +200,6 @@ impl Drop for Announce<'_> {
         // Relaxed: a notifier that still sees us makes a needless syscall.
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-#[cfg(not(loom))]
-#[inline]
-fn spin_hint() {
-    std::hint::spin_loop();
-}
-
-#[cfg(not(loom))]
-fn yield_now() {
-    std::thread::yield_now();
-}
-
-// Loom needs a yield in every spin loop.
-#[cfg(loom)]
-fn spin_hint() {
-    loom::thread::yield_now();
-}
-
-#[cfg(loom)]
-fn yield_now() {
-    loom::thread::yield_now();
 }
 
 /// The real futex: `futex(2)`, non-private ops because the word is shared
@@ -323,11 +305,10 @@ mod tests {
 
     #[test]
     fn wakes_a_sleeping_waiter() {
-        let ev = Arc::new(Event::new());
-        let flag = Arc::new(AtomicBool::new(false));
+        let (ev, flag) = (Arc::new(Event::new()), Arc::new(AtomicBool::new(false)));
         let (e, f) = (ev.clone(), flag.clone());
         let setter = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(50)); // the waiter is in the futex by now
+            thread::sleep(Duration::from_millis(50)); // the waiter sleeps by now
             f.store(true, Ordering::Release);
             e.notify();
         });
@@ -339,12 +320,11 @@ mod tests {
     #[test]
     fn deadline_passes() {
         let ev = Event::new();
-        let start = Instant::now();
-        let wait = Duration::from_millis(30);
+        let (start, wait) = (Instant::now(), Duration::from_millis(30));
         assert!(!ev.wait_until(|| false, Some(start + wait)));
         assert!(start.elapsed() >= wait);
         assert_eq!(ev.sleepers.load(Ordering::Relaxed), 0);
-        // A deadline already gone still polls once.
+        // A deadline already gone still polls.
         assert!(ev.wait_until(|| true, Some(start)));
         assert!(!ev.wait_until(|| false, Some(start)));
     }
@@ -359,33 +339,25 @@ mod tests {
     }
 
     /// Two threads hand a counter back and forth; a lost wake-up hangs.
-    fn ping_pong(rounds: u32, spin: u32, yields: u32) {
+    fn ping_pong_with(rounds: u32, spin: u32, yields: u32) {
         let evs = Arc::new([Event::new(), Event::new()]);
         let words = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
         let side = |me: usize| {
             let (evs, words) = (evs.clone(), words.clone());
             thread::spawn(move || {
-                let other = 1 - me;
-                for i in 1..=rounds {
-                    if me == 1 {
-                        let ok = evs[other].wait_phases(
-                            || words[other].load(Ordering::Acquire) >= i,
-                            None,
-                            spin,
-                            yields,
-                        );
-                        assert!(ok);
-                    }
+                let send = |i| {
                     words[me].store(i, Ordering::Release);
                     evs[me].notify();
+                };
+                let other = &words[1 - me];
+                for i in 1..=rounds {
                     if me == 0 {
-                        let ok = evs[other].wait_phases(
-                            || words[other].load(Ordering::Acquire) >= i,
-                            None,
-                            spin,
-                            yields,
-                        );
-                        assert!(ok);
+                        send(i);
+                    }
+                    let ready = || other.load(Ordering::Acquire) >= i;
+                    assert!(evs[1 - me].wait_phases(ready, None, spin, yields));
+                    if me == 1 {
+                        send(i);
                     }
                 }
             })
@@ -393,65 +365,50 @@ mod tests {
         let (a, b) = (side(0), side(1));
         a.join().unwrap();
         b.join().unwrap();
-        assert_eq!(words[0].load(Ordering::Relaxed), rounds);
         assert_eq!(words[1].load(Ordering::Relaxed), rounds);
     }
 
     #[test]
-    fn ping_pong_default_phases() {
-        ping_pong(10_000, SPIN, YIELD);
-    }
-
-    #[test]
-    fn ping_pong_through_the_futex() {
-        ping_pong(10_000, 0, 0);
+    fn ping_pong() {
+        ping_pong_with(10_000, SPIN, YIELD);
+        ping_pong_with(10_000, 0, 0); // every wait goes through the futex
     }
 
     const CHILD: &str = "PSYNE_WAIT_TEST_CHILD";
 
-    /// The shared file: the event, then the flag, then the child's report.
-    struct Shared {
-        map: memmap2::MmapRaw,
-    }
-
-    impl Shared {
-        fn open(path: &str) -> Self {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .unwrap();
-            Shared {
-                map: memmap2::MmapRaw::map_raw(&file).unwrap(),
-            }
-        }
-        fn event(&self) -> &Event {
-            // SAFETY: the mapping is page-aligned, at least 16 bytes, lives
-            // as long as `self`, and is only accessed through atomics; an
-            // all-zero Event is valid.
-            unsafe { &*self.map.as_mut_ptr().cast::<Event>() }
-        }
-        fn word(&self, i: usize) -> &AtomicU32 {
-            assert!(i == 2 || i == 3);
-            // SAFETY: as in `event`; words 2 and 3 lie after the Event.
-            unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().cast::<u32>().add(i)) }
+    /// Maps the shared file (for the rest of the test process): the
+    /// event, then a flag word, then a word the child sets once woken.
+    fn shared(path: &str) -> (&'static Event, &'static AtomicU32, &'static AtomicU32) {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path);
+        let map = Box::leak(Box::new(memmap2::MmapRaw::map_raw(&file.unwrap()).unwrap()));
+        assert!(map.len() >= 16);
+        let p = map.as_mut_ptr();
+        // SAFETY: the mapping is page-aligned, at least 16 bytes and never
+        // unmapped; it is only accessed through atomics, and an all-zero
+        // Event is valid.
+        unsafe {
+            (
+                &*p.cast::<Event>(),
+                AtomicU32::from_ptr(p.add(8).cast()),
+                AtomicU32::from_ptr(p.add(12).cast()),
+            )
         }
     }
 
-    /// The child side of `wakes_a_waiter_in_another_process`: does nothing
+    /// The child side of `wakes_a_waiter_in_another_process`; does nothing
     /// unless run by it.
     #[test]
     fn child_entry() {
         let Ok(path) = std::env::var(CHILD) else {
             return;
         };
-        let sh = Shared::open(&path);
+        let (ev, flag, woken) = shared(&path);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let ok = sh
-            .event()
-            .wait_until(|| sh.word(2).load(Ordering::Acquire) == 1, Some(deadline));
-        assert!(ok, "not woken within 10 s");
-        sh.word(3).store(1, Ordering::Release);
+        assert!(ev.wait_until(|| flag.load(Ordering::Acquire) == 1, Some(deadline)));
+        woken.store(1, Ordering::Release);
     }
 
     #[test]
@@ -467,88 +424,78 @@ mod tests {
         }
         let path = Unlink(format!("/dev/shm/psyne-wait-test-{}", std::process::id()));
         std::fs::File::create(&path.0)
-            .unwrap()
-            .set_len(4096)
+            .and_then(|f| f.set_len(4096))
             .unwrap();
-        let sh = Shared::open(&path.0);
+        let (ev, flag, woken) = shared(&path.0);
 
-        // This test's module path without the crate name, for `--exact`.
+        // This module's path without the crate name, for `--exact`.
         let module = module_path!().split_once("::").unwrap().1;
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", &format!("{module}::child_entry"), "--nocapture"])
             .env(CHILD, &path.0)
             .spawn()
             .unwrap();
-        // Wait for the child to announce itself, then give it time to enter
-        // the futex.
+        // Wait for the child to announce itself, then for it to sleep.
         let start = Instant::now();
-        while sh.event().sleepers.load(Ordering::Relaxed) == 0 {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "child never waited"
-            );
+        while ev.sleepers.load(Ordering::Relaxed) == 0 {
+            assert!(start.elapsed().as_secs() < 10, "child never waited");
             thread::sleep(Duration::from_millis(1));
         }
         thread::sleep(Duration::from_millis(100));
-        sh.word(2).store(1, Ordering::Release);
-        sh.event().notify();
+        flag.store(1, Ordering::Release);
+        ev.notify();
         assert!(child.wait().unwrap().success());
-        assert_eq!(sh.word(3).load(Ordering::Acquire), 1, "the child ran");
-        assert_eq!(sh.event().sleepers.load(Ordering::Relaxed), 0);
-        assert_eq!(sh.event().seq.load(Ordering::Relaxed), 1, "one wake");
+        assert_eq!(woken.load(Ordering::Acquire), 1, "the child ran");
+        assert_eq!(ev.sleepers.load(Ordering::Relaxed), 0);
     }
 }
 
 /// Loom models: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
 /// A lost wake-up shows as a deadlock (every thread blocked in the modelled
-/// futex).
+/// futex or in `join`).
 #[cfg(all(test, loom))]
 mod loom_model {
     use super::*;
     use loom::sync::atomic::AtomicBool;
     use loom::sync::Arc;
+    use loom::thread::JoinHandle;
 
-    fn waiter(ev: &Arc<Event>, flag: &Arc<AtomicBool>) -> loom::thread::JoinHandle<bool> {
+    fn waiter(ev: &Arc<Event>, flag: &Arc<AtomicBool>) -> JoinHandle<bool> {
         let (ev, flag) = (ev.clone(), flag.clone());
         loom::thread::spawn(move || ev.wait_until(|| flag.load(Ordering::Acquire), None))
     }
 
-    /// A producer sets the flag and notifies while a consumer waits.
+    /// `waiters` consumers wait for a flag that the main thread sets before
+    /// one notify (after spawning them, or before when `notify_first`).
+    fn model(waiters: usize, notify_first: bool) {
+        let ev = Arc::new(Event::new());
+        let flag = Arc::new(AtomicBool::new(false));
+        let spawn = || (0..waiters).map(|_| waiter(&ev, &flag)).collect::<Vec<_>>();
+        let early = if notify_first { Vec::new() } else { spawn() };
+        flag.store(true, Ordering::Release);
+        ev.notify();
+        let late = if notify_first { spawn() } else { Vec::new() };
+        for w in early.into_iter().chain(late) {
+            assert!(w.join().unwrap());
+        }
+        assert_eq!(ev.sleepers.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn loom_one_waiter() {
-        loom::model(|| {
-            let ev = Arc::new(Event::new());
-            let flag = Arc::new(AtomicBool::new(false));
-            let w = waiter(&ev, &flag);
-            flag.store(true, Ordering::Release);
-            ev.notify();
-            assert!(w.join().unwrap());
-        });
+        loom::model(|| model(1, false));
     }
 
-    /// Two consumers, one notify.
+    /// Unbounded this runs for over 5 minutes; 4 preemptions take ~2 s.
     #[test]
     fn loom_two_waiters() {
-        loom::model(|| {
-            let ev = Arc::new(Event::new());
-            let flag = Arc::new(AtomicBool::new(false));
-            let (a, b) = (waiter(&ev, &flag), waiter(&ev, &flag));
-            flag.store(true, Ordering::Release);
-            ev.notify();
-            assert!(a.join().unwrap() && b.join().unwrap());
-        });
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = b.preemption_bound.or(Some(4));
+        b.check(|| model(2, false));
     }
 
-    /// The notify happens before the consumer starts waiting.
     #[test]
     fn loom_notify_before_wait() {
-        loom::model(|| {
-            let ev = Arc::new(Event::new());
-            let flag = Arc::new(AtomicBool::new(false));
-            flag.store(true, Ordering::Release);
-            ev.notify();
-            assert!(waiter(&ev, &flag).join().unwrap());
-            assert_eq!(ev.sleepers.load(Ordering::Relaxed), 0);
-        });
+        loom::model(|| model(1, true));
     }
 }
