@@ -514,11 +514,20 @@ impl Shared {
     /// Messages sent, received and dropped (by `drop_oldest`) so far.
     pub(crate) fn stats(&self) -> (u64, u64, u64) {
         let c = self.counters();
-        (
-            c.sent.load(Ordering::Relaxed),
-            c.received.load(Ordering::Relaxed),
-            c.dropped.load(Ordering::Relaxed),
-        )
+        let dropped = c.dropped.load(Ordering::Relaxed);
+        if self.ring == RING_BROADCAST {
+            // Received: summed over subscribers.
+            return (
+                self.broadcast().tail(),
+                c.received.load(Ordering::Relaxed),
+                dropped,
+            );
+        }
+        // Queue rings: the indices count for us (no counter on the hot
+        // path); messages dropped by drop_oldest left through `head` too.
+        let tail = self.word(TAIL).load(Ordering::Acquire);
+        let head = self.word(HEAD).load(Ordering::Acquire);
+        (tail, head.saturating_sub(dropped), dropped)
     }
 
     pub(crate) fn producer(&self) -> Producer {
@@ -585,7 +594,6 @@ impl Shared {
             match self.push(p, msg) {
                 Ok(()) => {
                     slot.sent();
-                    self.counters().sent.fetch_add(1, Ordering::Relaxed);
                     self.not_empty().notify();
                     return Ok(());
                 }
@@ -654,7 +662,6 @@ impl Shared {
         let h = slot.publish_pending();
         slot.sent();
         ring.publish(pos, encode(&h));
-        self.counters().sent.fetch_add(1, Ordering::Relaxed);
         self.not_empty().notify();
         Ok(())
     }
@@ -747,17 +754,13 @@ impl Shared {
     pub(crate) fn recv(&self, c: &mut Consumer, deadline: Option<Instant>) -> Result<Option<Slot>> {
         loop {
             if let Some(msg) = self.pop(c) {
-                self.counters().received.fetch_add(1, Ordering::Relaxed);
                 self.not_full().notify();
                 return self.seg.slab().take(decode(msg)?).map(Some);
             }
             if self.gone(Side::Sender) {
                 // Senders are gone; one may have pushed just before leaving.
                 return match self.pop(c) {
-                    Some(msg) => {
-                        self.counters().received.fetch_add(1, Ordering::Relaxed);
-                        self.seg.slab().take(decode(msg)?).map(Some)
-                    }
+                    Some(msg) => self.seg.slab().take(decode(msg)?).map(Some),
                     None => Err(Error::Disconnected("sender")),
                 };
             }
