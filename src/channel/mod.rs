@@ -164,31 +164,19 @@ impl Sender {
 
     fn alloc(&self, nbytes: u64) -> Result<SlotMut> {
         let shared = &self.ep.shared;
-        let slab = shared.seg.slab();
-        if shared.is_broadcast() {
-            // Slots come back when the ring releases messages every
-            // subscriber has read: reclaim, then poll.
-            let deadline = shared.config.timeout.map(|t| Instant::now() + t);
-            let mut pause = Duration::from_micros(5);
-            loop {
+        // A broadcast ring holds a reference to each message until every
+        // subscriber has read it: release those before (each) attempt.
+        let reclaim = || {
+            if shared.is_broadcast() {
                 shared.reclaim(0);
-                match slab.alloc(nbytes) {
-                    Err(Error::SlabFull { .. }) if shared.config.policy == Policy::Block => {}
-                    other => return other,
-                }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(Error::Timeout(shared.config.timeout.unwrap_or_default()));
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(1));
             }
-        }
-        match shared.config.policy {
-            Policy::Block => match self.ep.shared.config.timeout {
-                Some(t) => slab.alloc_timeout(nbytes, t),
-                None => slab.alloc_timeout(nbytes, Duration::from_secs(u64::MAX / 4)),
-            },
-            _ => slab.alloc(nbytes),
+        };
+        let slab = shared.seg.slab();
+        if shared.config.policy == Policy::Block {
+            slab.alloc_wait(nbytes, shared.config.timeout, reclaim)
+        } else {
+            reclaim();
+            slab.alloc(nbytes)
         }
     }
 

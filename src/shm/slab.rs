@@ -598,22 +598,36 @@ impl Slab {
     /// # Errors
     /// [`Error::Timeout`] if none frees in time; otherwise as [`Slab::alloc`].
     pub fn alloc_timeout(&self, nbytes: u64, timeout: Duration) -> Result<SlotMut> {
-        let deadline = Instant::now() + timeout;
+        self.alloc_wait(nbytes, Some(timeout), || {})
+    }
+
+    /// Like [`Slab::alloc`], waiting while the slab is full: up to
+    /// `timeout`, or for ever if `None`. `before_try` runs before every
+    /// attempt (a broadcast channel releases read messages there).
+    pub(crate) fn alloc_wait(
+        &self,
+        nbytes: u64,
+        timeout: Option<Duration>,
+        mut before_try: impl FnMut(),
+    ) -> Result<SlotMut> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         // Spin, then yield (a slot freed by a consumer on another core is
         // usually back within microseconds), then sleep with growing pauses.
         let backoff = crossbeam_utils::Backoff::new();
         let mut pause = Duration::from_micros(20);
         loop {
+            before_try();
             match self.alloc(nbytes) {
                 Err(Error::SlabFull { .. }) => {}
                 other => return other,
             }
             let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout(timeout));
+            let left = deadline.map(|d| d.saturating_duration_since(now));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Err(Error::Timeout(timeout.unwrap_or_default()));
             }
             if backoff.is_completed() {
-                std::thread::sleep(pause.min(deadline - now));
+                std::thread::sleep(left.map_or(pause, |l| pause.min(l)));
                 pause = (pause * 2).min(Duration::from_millis(1));
             } else {
                 backoff.snooze();
