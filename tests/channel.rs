@@ -76,6 +76,27 @@ fn child_entry() {
             let tx = Sender::connect(&uri).unwrap();
             send_n(&tx, 2000, 1000);
         }
+        "mpmc-producer" => {
+            let id: i64 = std::env::var("PSYNE_TEST_ID").unwrap().parse().unwrap();
+            let tx = Sender::connect(&uri).unwrap();
+            for s in 0..3000i64 {
+                tx.send_copy(&Shape::vector(2), &[id, s]).unwrap();
+            }
+        }
+        "mpmc-consumer" => {
+            let rx = Receiver::connect(&uri).unwrap();
+            println!("ready");
+            let mut last = [-1i64; 2];
+            let mut got = Vec::new();
+            for m in rx.iter() {
+                let t = m.tensor::<i64>().unwrap();
+                let (p, s) = (t[0] as usize, t[1]);
+                assert!(s > last[p], "producer {p}: {s} after {}", last[p]);
+                last[p] = s;
+                got.push(format!("{p}:{s}"));
+            }
+            println!("got {}", got.join(" "));
+        }
         "subscriber" => {
             let rx = Receiver::connect(&uri).unwrap();
             println!("ready");
@@ -467,4 +488,57 @@ fn broadcast_to_subscriber_processes() {
         assert!(kid.wait().unwrap().success(), "subscriber failed");
         assert!(rest.contains("subscriber done"), "{rest}");
     }
+}
+
+#[test]
+fn mpmc_between_processes_every_message_once() {
+    if in_child() {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Read};
+    let uri = format!("ipc://{}?capacity=32&slab=8MiB&pattern=mpmc", name("xmpmc"));
+    // Held by the test so that receivers are not disconnected between one
+    // producer process leaving and the next arriving.
+    let keep = Sender::connect(&uri).unwrap();
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let mut kid = child("mpmc-consumer", &uri).spawn().unwrap();
+        let mut out = BufReader::new(kid.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("ready") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "consumer exited early"
+            );
+        }
+        consumers.push((kid, out));
+    }
+    let producers: Vec<_> = (0..2)
+        .map(|id| {
+            child("mpmc-producer", &uri)
+                .env("PSYNE_TEST_ID", id.to_string())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut p in producers {
+        assert!(p.wait().unwrap().success(), "a producer failed");
+    }
+    drop(keep);
+    let mut all = Vec::new();
+    for (mut kid, mut out) in consumers {
+        let mut text = String::new();
+        out.read_to_string(&mut text).unwrap();
+        assert!(kid.wait().unwrap().success(), "a consumer failed");
+        let line = text.lines().find(|l| l.starts_with("got")).unwrap_or("got");
+        all.extend(line.split_whitespace().skip(1).map(str::to_string));
+    }
+    all.sort();
+    let mut want: Vec<String> = (0..2)
+        .flat_map(|p| (0..3000).map(move |s| format!("{p}:{s}")))
+        .collect();
+    want.sort();
+    assert_eq!(all.len(), want.len(), "lost or duplicated messages");
+    assert_eq!(all, want);
 }
