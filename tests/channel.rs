@@ -542,3 +542,96 @@ fn mpmc_between_processes_every_message_once() {
     assert_eq!(all.len(), want.len(), "lost or duplicated messages");
     assert_eq!(all, want);
 }
+
+/// A minimal executor: polls on the calling thread, parks between polls.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+#[test]
+fn async_receive_and_send_under_tokio_and_a_plain_executor() {
+    if in_child() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+
+    // recv_async under tokio: the message comes 50 ms later, from a thread.
+    let uri = format!("memory://{}?capacity=2", name("async"));
+    let (tx, rx) = channel(&uri).unwrap();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        tx.send_copy(&Shape::vector(3), &[1.5f32, 2.5, 3.5])
+            .unwrap();
+        tx
+    });
+    let got = rt.block_on(rx.recv_async()).unwrap();
+    assert_eq!(&*got.tensor::<f32>().unwrap(), &[1.5, 2.5, 3.5]);
+    drop(got);
+
+    // Disconnection reaches a waiting future.
+    let tx = t.join().unwrap();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        drop(tx);
+    });
+    assert!(matches!(
+        rt.block_on(rx.recv_async()),
+        Err(Error::Disconnected("sender"))
+    ));
+    t.join().unwrap();
+
+    // send_async waits for room without blocking the executor's thread,
+    // here a hand-written block_on; ipc:// across a thread as receiver.
+    let uri = format!("ipc://{}?capacity=2&slab=1MiB", name("asend"));
+    let tx = Sender::connect(&uri).unwrap();
+    let rx = Receiver::connect(&uri).unwrap();
+    tx.send_copy(&Shape::vector(1), &[1i16]).unwrap();
+    tx.send_copy(&Shape::vector(1), &[2i16]).unwrap();
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        (0..3)
+            .map(|_| rx.recv().unwrap().tensor::<i16>().unwrap()[0])
+            .collect::<Vec<_>>()
+    });
+    let mut loan = tx.loan::<i16>(&Shape::vector(1)).unwrap();
+    loan.tensor_mut::<i16>().unwrap()[0] = 3;
+    block_on(loan.send_async()).unwrap();
+    assert_eq!(reader.join().unwrap(), [1, 2, 3]);
+
+    // Many awaits in a row reuse one helper thread.
+    let uri = format!("memory://{}?capacity=4", name("amany"));
+    let (tx, rx) = channel(&uri).unwrap();
+    let w = std::thread::spawn(move || {
+        for i in 0..200u32 {
+            tx.send_copy(&Shape::vector(1), &[i]).unwrap();
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    rt.block_on(async {
+        for i in 0..200u32 {
+            let m = rx.recv_async().await.unwrap();
+            assert_eq!(m.tensor::<u32>().unwrap()[0], i);
+        }
+    });
+    w.join().unwrap();
+}

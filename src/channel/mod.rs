@@ -34,12 +34,18 @@ mod ipc;
 mod memory;
 mod shared;
 pub mod uri;
+mod waker;
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::fmt;
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use waker::{AsyncWaiter, Which};
 
 pub use shared::Config;
 use shared::{Shared, Side};
@@ -140,6 +146,7 @@ impl Drop for Endpoint {
 pub struct Sender {
     ep: Endpoint,
     producer: Cell<Producer>,
+    waiter: OnceCell<AsyncWaiter>,
 }
 
 impl Sender {
@@ -154,7 +161,11 @@ impl Sender {
     pub fn connect(uri: &str) -> Result<Sender> {
         let ep = Endpoint::connect(uri, Side::Sender)?;
         let producer = Cell::new(ep.shared.producer());
-        Ok(Sender { ep, producer })
+        Ok(Sender {
+            ep,
+            producer,
+            waiter: OnceCell::new(),
+        })
     }
 
     /// The channel's parameters.
@@ -220,6 +231,12 @@ impl Sender {
         loan.send()
     }
 
+    fn waiter(&self) -> &AsyncWaiter {
+        self.waiter.get_or_init(|| {
+            AsyncWaiter::start(self.ep.shared.clone(), Which::NotFull, |s| s.has_room())
+        })
+    }
+
     fn send_slot(
         &self,
         slot: SlotMut,
@@ -283,6 +300,17 @@ impl<'a> Loan<'a> {
         self.send_inner(t)
     }
 
+    /// Sends without blocking the thread: a future that resolves when the
+    /// tensor is on the ring, waiting for room if the policy is `block`
+    /// (other policies behave as [`Loan::send`]). Works under any executor.
+    ///
+    /// # Errors
+    /// As [`Loan::send`]; the channel's `timeout_ms` does not apply (drop
+    /// the future, or race it against a timer, to give up).
+    pub fn send_async(self) -> SendAsync<'a> {
+        SendAsync { loan: Some(self) }
+    }
+
     fn send_inner(mut self, timeout: Option<Duration>) -> std::result::Result<(), SendError<'a>> {
         let tx = self.tx;
         let slot = self.slot.take().expect("a loan holds its slot until sent");
@@ -291,6 +319,57 @@ impl<'a> Loan<'a> {
                 error: Box::new(error),
                 loan: slot.map(|s| Loan { slot: Some(s), tx }),
             })
+    }
+}
+
+/// The future of [`Loan::send_async`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct SendAsync<'a> {
+    loan: Option<Loan<'a>>,
+}
+
+/// One send attempt without waiting: `Ok(Some(loan))` if the ring was full.
+fn try_send_now(loan: Loan<'_>) -> Result<Option<Loan<'_>>> {
+    match loan.send_inner(Some(Duration::ZERO)) {
+        Ok(()) => Ok(None),
+        Err(e) if matches!(*e.error, Error::Timeout(_)) && e.loan.is_some() => Ok(e.loan),
+        Err(e) => Err(e.into_error()),
+    }
+}
+
+impl Future for SendAsync<'_> {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let loan = self.loan.take().expect("polled after completion");
+        let tx = loan.tx;
+        if tx.ep.shared.config.policy != Policy::Block {
+            return Poll::Ready(loan.send());
+        }
+        match try_send_now(loan) {
+            Ok(None) => return Poll::Ready(Ok(())),
+            Err(e) => return Poll::Ready(Err(e)),
+            Ok(Some(back)) => self.loan = Some(back),
+        }
+        tx.waiter().arm(cx.waker());
+        // Re-check after arming (room may have come just before).
+        let loan = self.loan.take().expect("just stored");
+        match try_send_now(loan) {
+            Ok(None) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(e)),
+            Ok(Some(back)) => {
+                self.loan = Some(back);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl fmt::Debug for SendAsync<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendAsync")
+            .field("loan", &self.loan)
+            .finish()
     }
 }
 
@@ -370,6 +449,7 @@ impl From<SendError<'_>> for Error {
 pub struct Receiver {
     ep: Endpoint,
     consumer: Cell<Consumer>,
+    waiter: OnceCell<AsyncWaiter>,
 }
 
 impl Receiver {
@@ -382,7 +462,11 @@ impl Receiver {
     pub fn connect(uri: &str) -> Result<Receiver> {
         let ep = Endpoint::connect(uri, Side::Receiver)?;
         let consumer = Cell::new(ep.shared.consumer());
-        Ok(Receiver { ep, consumer })
+        Ok(Receiver {
+            ep,
+            consumer,
+            waiter: OnceCell::new(),
+        })
     }
 
     /// The channel's parameters.
@@ -432,6 +516,28 @@ impl Receiver {
         self.recv_until(Some(Instant::now()))
     }
 
+    /// Waits for the next tensor without blocking the thread: a future that
+    /// works under any executor (tokio, async-std, smol, `block_on`).
+    ///
+    /// The first time it has to wait, the receiver starts a helper thread
+    /// that sleeps on the channel's futex (not busy-polling) and wakes the
+    /// task when a message arrives.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`].
+    pub fn recv_async(&self) -> Recv<'_> {
+        Recv { rx: self }
+    }
+
+    fn waiter(&self) -> &AsyncWaiter {
+        self.waiter.get_or_init(|| {
+            let sub = self.ep.sub;
+            AsyncWaiter::start(self.ep.shared.clone(), Which::NotEmpty, move |s| {
+                s.has_message(sub)
+            })
+        })
+    }
+
     /// Receives until the channel is disconnected or fails (a broadcast
     /// subscriber's [`Error::Lagged`] is skipped: iteration goes on with
     /// the oldest message left).
@@ -469,6 +575,36 @@ impl Iterator for Receiver {
     type Item = Slot;
     fn next(&mut self) -> Option<Slot> {
         self.iter().next()
+    }
+}
+
+/// The future of [`Receiver::recv_async`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Recv<'a> {
+    rx: &'a Receiver,
+}
+
+impl Future for Recv<'_> {
+    type Output = Result<Slot>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Slot>> {
+        let rx = self.rx;
+        if let Some(r) = rx.try_recv().transpose() {
+            return Poll::Ready(r);
+        }
+        rx.waiter().arm(cx.waker());
+        // Re-check: a message that came before the helper was armed would
+        // not wake it.
+        match rx.try_recv().transpose() {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl fmt::Debug for Recv<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recv").finish_non_exhaustive()
     }
 }
 

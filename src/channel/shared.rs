@@ -689,6 +689,31 @@ impl Shared {
         }
     }
 
+    /// Whether a send would find room now (or fail at once because every
+    /// receiver has gone).
+    pub(crate) fn has_room(&self) -> bool {
+        if self.gone(Side::Receiver) {
+            return true;
+        }
+        if self.ring == RING_BROADCAST {
+            let tail = self.broadcast().tail();
+            let cap = self.config.capacity as u64;
+            self.slowest().is_none_or(|s| s + cap > tail)
+        } else {
+            self.len() < self.config.capacity as u64
+        }
+    }
+
+    /// Whether a receive would find something now (or fail at once because
+    /// every sender has gone). `sub`: a broadcast subscriber.
+    pub(crate) fn has_message(&self, sub: Option<usize>) -> bool {
+        self.gone(Side::Sender)
+            || match sub {
+                Some(i) => self.unread(i) > 0,
+                None => self.len() > 0,
+            }
+    }
+
     /// Whether this is a broadcast channel.
     pub(crate) fn is_broadcast(&self) -> bool {
         self.ring == RING_BROADCAST
