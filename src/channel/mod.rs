@@ -242,11 +242,15 @@ impl Sender {
         slot: SlotMut,
         timeout: Option<Duration>,
     ) -> std::result::Result<(), (Error, Option<SlotMut>)> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut p = self.producer.get();
         let r = self.ep.shared.send(&mut p, slot, deadline);
         self.producer.set(p);
-        r
+        // Report the time asked for, not what was left of it.
+        r.map_err(|(e, slot)| match e {
+            Error::Timeout(_) => (Error::Timeout(timeout.unwrap_or_default()), slot),
+            e => (e, slot),
+        })
     }
 }
 
