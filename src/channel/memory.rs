@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::shared::{Config, Shared, Side};
+use super::shared::{Config, Joined, Shared, Side};
 use super::uri::Params;
 use crate::error::Result;
 use crate::shm::segment::area;
@@ -23,7 +23,7 @@ pub(crate) fn open(
     name: &str,
     params: &Params,
     side: Side,
-) -> Result<(Arc<Shared>, Option<usize>)> {
+) -> Result<(Arc<Shared>, Joined)> {
     let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
     let shared = match reg.get(name) {
         Some(s) => {
@@ -39,15 +39,15 @@ pub(crate) fn open(
             s
         }
     };
-    let sub = shared.join(side)?;
-    Ok((shared, sub))
+    let joined = shared.join(side)?;
+    Ok((shared, joined))
 }
 
 /// Leaves the channel; forgets it once it is unused (no endpoint, nothing
 /// queued), so the name can be made anew.
-pub(crate) fn leave(name: &str, shared: &Arc<Shared>, side: Side, sub: Option<usize>) {
+pub(crate) fn leave(name: &str, shared: &Arc<Shared>, side: Side, joined: Joined) {
     let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
-    if shared.leave(side, sub) && reg.get(name).is_some_and(|s| Arc::ptr_eq(s, shared)) {
+    if shared.leave(side, joined) && reg.get(name).is_some_and(|s| Arc::ptr_eq(s, shared)) {
         reg.remove(name);
     }
 }

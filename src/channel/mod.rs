@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use waker::{AsyncWaiter, Which};
 
 pub use shared::Config;
-use shared::{Shared, Side};
+use shared::{Joined, Shared, Side};
 pub use uri::{ChannelUri, Pattern, Policy, Transport};
 
 use crate::error::{Error, Result};
@@ -77,6 +77,8 @@ struct Endpoint {
     shared: Arc<Shared>,
     home: Home,
     side: Side,
+    /// Its records in the channel (participant; broadcast subscriber).
+    joined: Joined,
     /// A broadcast receiver's subscriber record.
     sub: Option<usize>,
 }
@@ -87,12 +89,13 @@ impl Endpoint {
         let name = u.name().unwrap_or_default().to_string();
         match u.transport {
             Transport::Memory => {
-                let (shared, sub) = memory::open(&name, &u.params, side)?;
+                let (shared, joined) = memory::open(&name, &u.params, side)?;
                 Ok(Endpoint {
                     shared,
                     home: Home::Memory(name),
                     side,
-                    sub,
+                    joined,
+                    sub: joined.sub,
                 })
             }
             Transport::Ipc => {
@@ -106,12 +109,13 @@ impl Endpoint {
                 if created && side == Side::Receiver {
                     shared = ipc::open(&name, &u.params, access)?.0;
                 }
-                let sub = shared.join(side)?;
+                let joined = shared.join(side)?;
                 Ok(Endpoint {
                     shared,
                     home: Home::Ipc(name),
                     side,
-                    sub,
+                    joined,
+                    sub: joined.sub,
                 })
             }
             Transport::Unix | Transport::Tcp => Err(Error::InvalidUri {
@@ -131,9 +135,9 @@ impl Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         match &self.home {
-            Home::Memory(name) => memory::leave(name, &self.shared, self.side, self.sub),
+            Home::Memory(name) => memory::leave(name, &self.shared, self.side, self.joined),
             Home::Ipc(name) => {
-                if self.shared.leave(self.side, self.sub) {
+                if self.shared.leave(self.side, self.joined) {
                     ipc::remove(name);
                 }
             }

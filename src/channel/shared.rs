@@ -44,6 +44,56 @@ const RING_BROADCAST: u8 = 3;
 pub const MAX_SUBSCRIBERS: usize = 64;
 /// Bytes per subscriber record: next position (u64), active (u32), padding.
 const SUB_SIZE: usize = 64;
+/// Endpoints (of every process) a channel can have at once.
+pub const MAX_PARTICIPANTS: usize = 64;
+/// Bytes per participant record.
+const PART_SIZE: usize = 32;
+/// How often a blocked endpoint looks for dead peers.
+const REAP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One endpoint's record: who it is, so that survivors can tell when it
+/// died (pid gone, or reused by a process with another start time).
+#[repr(C)]
+struct Participant {
+    /// 0: free.
+    pid: AtomicU32,
+    /// 1 sender, 2 receiver.
+    side: AtomicU32,
+    /// The process's start time (clock ticks since boot, /proc).
+    start: AtomicU64,
+    /// 1 + its broadcast subscriber record, or 0.
+    sub: AtomicU32,
+    _pad: [u32; 3],
+}
+
+const _: () = assert!(std::mem::size_of::<Participant>() == PART_SIZE);
+
+/// What an endpoint got when it joined.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Joined {
+    pub(crate) sub: Option<usize>,
+    part: usize,
+}
+
+/// `(state, start time)` of a process from /proc, or None if it is gone.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let start = f.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether process `pid`, started at `start` (0: unknown), is alive.
+fn alive(pid: u32, start: u64) -> bool {
+    match proc_stat(pid) {
+        None => false,
+        Some(('Z' | 'X', _)) => false,
+        Some((_, s)) => start == 0 || s == start,
+    }
+}
 
 /// Default ring capacity.
 pub const DEFAULT_CAPACITY: u32 = 1024;
@@ -145,7 +195,11 @@ impl Config {
         } else {
             0
         };
-        (CELLS + self.cells_size() + subs) as u64
+        (CELLS + self.cells_size() + subs + MAX_PARTICIPANTS * PART_SIZE) as u64
+    }
+
+    fn participants_offset(&self) -> usize {
+        self.area_size() as usize - MAX_PARTICIPANTS * PART_SIZE
     }
 
     /// The slab classes: the default for the slab size, plus a class for
@@ -380,6 +434,80 @@ impl Shared {
         unsafe { (self.seg.control().at(at), self.seg.control().at(at + 8)) }
     }
 
+    fn participant(&self, i: usize) -> &Participant {
+        assert!(i < MAX_PARTICIPANTS, "psyne bug: participant index");
+        let at = self.area + self.config.participants_offset() + i * PART_SIZE;
+        // SAFETY: atomics, valid for any bits; in bounds (area size checked
+        // at format/attach includes the table); 8-aligned (the area is
+        // 128-aligned and every part before the table is a multiple of 8).
+        unsafe { self.seg.control().at(at) }
+    }
+
+    /// Looks for endpoints whose process has died, and undoes them: their
+    /// count, their subscriber record, the slots they held alone. Returns
+    /// whether it found any. Called on connect and every
+    /// [`REAP_INTERVAL`] while an endpoint is blocked.
+    pub(crate) fn reap(&self) -> bool {
+        let me = std::process::id();
+        let mut found = false;
+        for i in 0..MAX_PARTICIPANTS {
+            let p = self.participant(i);
+            let pid = p.pid.load(Ordering::Acquire);
+            if pid == 0 || pid == me || alive(pid, p.start.load(Ordering::Acquire)) {
+                continue;
+            }
+            // One reaper per record.
+            if p.pid
+                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            found = true;
+            let c = self.counters();
+            match p.side.load(Ordering::Acquire) {
+                1 => {
+                    c.senders.fetch_sub(1, Ordering::AcqRel);
+                }
+                2 => {
+                    c.receivers.fetch_sub(1, Ordering::AcqRel);
+                }
+                _ => {}
+            }
+            if let Some(sub) = (p.sub.load(Ordering::Acquire) as usize).checked_sub(1) {
+                self.subscriber(sub).1.store(0, Ordering::Release);
+            }
+            self.seg.slab().reclaim_owner(pid);
+        }
+        if found {
+            self.not_empty().notify();
+            self.not_full().notify();
+        }
+        found
+    }
+
+    /// Waits on `event` until `ready`, `deadline`, or the next look for dead
+    /// peers (which may itself make `ready` true, e.g. disconnected).
+    /// Returns whether `ready` held.
+    fn wait_reaping(
+        &self,
+        event: &Event,
+        mut ready: impl FnMut() -> bool,
+        deadline: Option<Instant>,
+    ) -> bool {
+        loop {
+            let slice = Instant::now() + REAP_INTERVAL;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            if event.wait_until(&mut ready, Some(until)) {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            self.reap();
+        }
+    }
+
     /// The lowest next position over active subscribers (None: none).
     fn slowest(&self) -> Option<u64> {
         (0..MAX_SUBSCRIBERS)
@@ -406,7 +534,9 @@ impl Shared {
     /// Registers an endpoint, refusing one the pattern does not allow. A
     /// broadcast receiver gets a subscriber record, returned, starting at
     /// the next message published.
-    pub(crate) fn join(&self, side: Side) -> Result<Option<usize>> {
+    pub(crate) fn join(&self, side: Side) -> Result<Joined> {
+        // A dead endpoint must not keep a live one out.
+        self.reap();
         let c = self.counters();
         let (count, single) = match side {
             Side::Sender => (
@@ -470,9 +600,34 @@ impl Shared {
         seen.store(1, Ordering::Release);
         // Wake the other side: a waiter may be deciding whether it is
         // disconnected.
+        // Register the process, so that survivors can undo this endpoint if
+        // it dies.
+        let me = std::process::id();
+        let part = (0..MAX_PARTICIPANTS).find(|&i| {
+            self.participant(i)
+                .pid
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        });
+        let Some(part) = part else {
+            self.leave(side, Joined { sub, part: usize::MAX });
+            return Err(Error::TooManyEndpoints {
+                name: self.seg.name().to_string(),
+                pattern: "any (64 endpoints at most)",
+                side: if side == Side::Sender { "sender" } else { "receiver" },
+            });
+        };
+        let p = self.participant(part);
+        p.start
+            .store(proc_stat(me).map_or(0, |s| s.1), Ordering::Release);
+        p.sub.store(sub.map_or(0, |s| s as u32 + 1), Ordering::Release);
+        p.side.store(
+            if side == Side::Sender { 1 } else { 2 },
+            Ordering::Release,
+        );
         self.not_empty().notify();
         self.not_full().notify();
-        Ok(sub)
+        Ok(Joined { sub, part })
     }
 
     /// Whether every endpoint of `side` is gone (after at least one came).
@@ -493,8 +648,11 @@ impl Shared {
     /// Unregisters an endpoint and wakes the other side (it may now be
     /// disconnected). Returns whether the channel can go: no endpoint left
     /// and nothing queued (queued messages wait for a receiver).
-    pub(crate) fn leave(&self, side: Side, sub: Option<usize>) -> bool {
-        if let Some(i) = sub {
+    pub(crate) fn leave(&self, side: Side, joined: Joined) -> bool {
+        if joined.part < MAX_PARTICIPANTS {
+            self.participant(joined.part).pid.store(0, Ordering::Release);
+        }
+        if let Some(i) = joined.sub {
             self.subscriber(i).1.store(0, Ordering::Release);
         }
         let c = self.counters();
@@ -614,7 +772,7 @@ impl Shared {
                 Policy::Block => {
                     let ready =
                         || self.len() < self.config.capacity as u64 || self.gone(Side::Receiver);
-                    if !self.not_full().wait_until(ready, deadline) {
+                    if !self.wait_reaping(self.not_full(), ready, deadline) {
                         let d = deadline.map_or(Duration::ZERO, |d| {
                             d.saturating_duration_since(Instant::now())
                         });
@@ -647,7 +805,7 @@ impl Shared {
                 Policy::Fail => return Err((Error::Full, Some(slot))),
                 Policy::Block => {
                     let ready = || !behind() || self.gone(Side::Receiver);
-                    if !self.not_full().wait_until(ready, deadline) {
+                    if !self.wait_reaping(self.not_full(), ready, deadline) {
                         let d = deadline.map_or(Duration::ZERO, |d| {
                             d.saturating_duration_since(Instant::now())
                         });
@@ -766,7 +924,7 @@ impl Shared {
                         return Ok(None);
                     }
                     let ready = || ring.tail() > q || self.gone(Side::Sender);
-                    if !self.not_empty().wait_until(ready, deadline) {
+                    if !self.wait_reaping(self.not_empty(), ready, deadline) {
                         return Ok(None);
                     }
                 }
@@ -793,7 +951,7 @@ impl Shared {
                 return Ok(None);
             }
             let ready = || self.len() > 0 || self.gone(Side::Sender);
-            if !self.not_empty().wait_until(ready, deadline) {
+            if !self.wait_reaping(self.not_empty(), ready, deadline) {
                 return Ok(None);
             }
         }

@@ -732,6 +732,31 @@ impl Slab {
         freelist::push(&self.hot(c).head, index, &s.next_free);
     }
 
+    /// Frees the slots a dead process held alone: loans it never sent
+    /// (`WRITER`) and views it took and did not drop (one reader, no handle
+    /// pending). Slots it had sent (a pending handle on a ring) are left for
+    /// their receiver; references it added to shared slots (broadcast) cannot
+    /// be told apart from others' and stay. Returns how many were freed.
+    ///
+    /// The caller must know that `pid` is dead (not merely quiet).
+    pub(crate) fn reclaim_owner(&self, pid: u32) -> u64 {
+        let mut freed = 0;
+        for (ci, c) in self.inner.classes.iter().enumerate() {
+            for i in 0..c.slot_count {
+                let s = self.slot_atomics(c, i);
+                if s.owner_pid.load(Ordering::Relaxed) != pid {
+                    continue;
+                }
+                let seen = s.state.load(Ordering::Acquire);
+                if slotstate::seize(&s.state, seen) {
+                    self.free(ci as u8, i);
+                    freed += 1;
+                }
+            }
+        }
+        freed
+    }
+
     /// Usage of every size class, smallest first.
     ///
     /// Computed by reading every slot's state word (no counter sits on the

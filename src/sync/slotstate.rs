@@ -93,6 +93,23 @@ pub(crate) fn publish<A: AtomicWord<Value = u64>>(st: &A, generation: u32, pendi
     st.store(pack(generation, holders), Ordering::Release);
 }
 
+/// Takes a slot away from a holder that died: succeeds only if the state
+/// is still exactly `(generation, holders)` as the caller saw it (a lone
+/// writer, or a lone reader with no pending handle), leaving `(generation,
+/// 0)` for the caller to [`retire`] and free.
+#[inline]
+pub(crate) fn seize<A: AtomicWord<Value = u64>>(st: &A, seen: u64) -> bool {
+    let h = holders(seen);
+    if h != WRITER && h != 1 {
+        return false;
+    }
+    // Acquire: the dead holder's accesses are done (it is dead); this only
+    // orders our later free after the last store it made.
+    st.compare_exchange_weak(seen, pack(generation(seen), 0), Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+        || (st.load(Ordering::Relaxed) == seen && seize(st, seen))
+}
+
 /// Takes a published-but-unsent slot back for its writer: the handle's
 /// pending reference becomes the `WRITER` again. Only valid while nobody can
 /// know the handle (a send whose ring push failed). Returns false if the
