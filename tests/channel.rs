@@ -97,6 +97,26 @@ fn child_entry() {
             }
             println!("got {}", got.join(" "));
         }
+        "hoarder" => {
+            // Takes 10 messages, keeps the views, and waits to be killed.
+            let rx = Receiver::connect(&uri).unwrap();
+            let held: Vec<_> = (0..10).map(|_| rx.recv().unwrap()).collect();
+            println!("holding {}", held.len());
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "loaner" => {
+            // Sends 5 messages, then holds a loan and waits to be killed.
+            let tx = Sender::connect(&uri).unwrap();
+            send_n(&tx, 5, 100);
+            let loan = tx.loan::<f32>(&Shape::vector(100)).unwrap();
+            println!("loaned");
+            std::thread::sleep(Duration::from_secs(60));
+            drop(loan);
+        }
+        "drain" => {
+            let rx = Receiver::connect(&uri).unwrap();
+            println!("drained {}", rx.iter().count());
+        }
         "subscriber" => {
             let rx = Receiver::connect(&uri).unwrap();
             println!("ready");
@@ -634,4 +654,94 @@ fn async_receive_and_send_under_tokio_and_a_plain_executor() {
         }
     });
     w.join().unwrap();
+}
+
+/// Reads a child's stdout until a line containing `word`.
+fn wait_for(out: &mut impl std::io::BufRead, word: &str) {
+    let mut line = String::new();
+    while !line.contains(word) {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited before {word:?}"
+        );
+    }
+}
+
+fn kill9(kid: &mut std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(kid.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    kid.wait().unwrap();
+}
+
+#[test]
+fn a_consumer_killed_holding_views_is_reaped() {
+    if in_child() {
+        return;
+    }
+    use std::io::BufReader;
+    let n = name("kill-consumer");
+    let uri = format!("ipc://{n}?capacity=64&slab=16MiB&pattern=mpmc");
+    let tx = Sender::connect(&uri).unwrap();
+    let seg = psyne::Segment::open(&n).unwrap();
+    let mut hoarder = child("hoarder", &uri).spawn().unwrap();
+    let mut out = BufReader::new(hoarder.stdout.take().unwrap());
+    send_n(&tx, 10, 100);
+    wait_for(&mut out, "holding");
+    assert_eq!(seg.slab().used_slots(), 10);
+    kill9(&mut hoarder);
+    // A new consumer joins (reaping the dead one: its views come back) and
+    // gets everything sent from now on; nothing sent before was unreceived.
+    let drain = child("drain", &uri).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        seg.slab().used_slots(),
+        0,
+        "the dead consumer's slots were freed"
+    );
+    for m in 10..100u64 {
+        let mut loan = tx.loan::<f32>(&Shape::vector(100)).unwrap();
+        loan.set_seq(m);
+        loan.send().unwrap();
+    }
+    drop(tx);
+    let out = drain.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("drained 90"));
+    assert_eq!(seg.slab().used_slots(), 0);
+}
+
+#[test]
+fn a_producer_killed_holding_a_loan_is_reaped() {
+    if in_child() {
+        return;
+    }
+    use std::io::BufReader;
+    let n = name("kill-producer");
+    let uri = format!("ipc://{n}?capacity=64&slab=16MiB&pattern=spsc");
+    let rx = Receiver::connect(&uri).unwrap();
+    let seg = psyne::Segment::open(&n).unwrap();
+    let mut loaner = child("loaner", &uri).spawn().unwrap();
+    let mut out = BufReader::new(loaner.stdout.take().unwrap());
+    wait_for(&mut out, "loaned");
+    kill9(&mut loaner);
+    // What it sent is not lost.
+    recv_n(&rx, 5, 100);
+    // The dead producer is found while waiting: the receiver is
+    // disconnected instead of waiting for ever, and the loan is freed.
+    let t = std::time::Instant::now();
+    assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        seg.slab().used_slots(),
+        0,
+        "the dead producer's loan was freed"
+    );
+    // And a new producer may take its place on this spsc channel.
+    let tx = Sender::connect(&uri).unwrap();
+    tx.send_copy(&Shape::vector(1), &[1.0f32]).unwrap();
+    assert_eq!(rx.recv().unwrap().tensor::<f32>().unwrap()[0], 1.0);
 }

@@ -19,11 +19,7 @@ fn registry() -> &'static Mutex<HashMap<String, Arc<Shared>>> {
 /// Opens (creating if needed) the in-process channel `name` and joins it
 /// as `side`, under the registry lock so that a concurrent `leave` cannot
 /// forget the channel in between.
-pub(crate) fn open(
-    name: &str,
-    params: &Params,
-    side: Side,
-) -> Result<(Arc<Shared>, Joined)> {
+pub(crate) fn open(name: &str, params: &Params, side: Side) -> Result<(Arc<Shared>, Joined)> {
     let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
     let shared = match reg.get(name) {
         Some(s) => {

@@ -610,21 +610,30 @@ impl Shared {
                 .is_ok()
         });
         let Some(part) = part else {
-            self.leave(side, Joined { sub, part: usize::MAX });
+            self.leave(
+                side,
+                Joined {
+                    sub,
+                    part: usize::MAX,
+                },
+            );
             return Err(Error::TooManyEndpoints {
                 name: self.seg.name().to_string(),
                 pattern: "any (64 endpoints at most)",
-                side: if side == Side::Sender { "sender" } else { "receiver" },
+                side: if side == Side::Sender {
+                    "sender"
+                } else {
+                    "receiver"
+                },
             });
         };
         let p = self.participant(part);
         p.start
             .store(proc_stat(me).map_or(0, |s| s.1), Ordering::Release);
-        p.sub.store(sub.map_or(0, |s| s as u32 + 1), Ordering::Release);
-        p.side.store(
-            if side == Side::Sender { 1 } else { 2 },
-            Ordering::Release,
-        );
+        p.sub
+            .store(sub.map_or(0, |s| s as u32 + 1), Ordering::Release);
+        p.side
+            .store(if side == Side::Sender { 1 } else { 2 }, Ordering::Release);
         self.not_empty().notify();
         self.not_full().notify();
         Ok(Joined { sub, part })
@@ -650,7 +659,9 @@ impl Shared {
     /// and nothing queued (queued messages wait for a receiver).
     pub(crate) fn leave(&self, side: Side, joined: Joined) -> bool {
         if joined.part < MAX_PARTICIPANTS {
-            self.participant(joined.part).pid.store(0, Ordering::Release);
+            self.participant(joined.part)
+                .pid
+                .store(0, Ordering::Release);
         }
         if let Some(i) = joined.sub {
             self.subscriber(i).1.store(0, Ordering::Release);

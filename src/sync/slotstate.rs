@@ -105,8 +105,13 @@ pub(crate) fn seize<A: AtomicWord<Value = u64>>(st: &A, seen: u64) -> bool {
     }
     // Acquire: the dead holder's accesses are done (it is dead); this only
     // orders our later free after the last store it made.
-    st.compare_exchange_weak(seen, pack(generation(seen), 0), Ordering::Acquire, Ordering::Relaxed)
-        .is_ok()
+    st.compare_exchange_weak(
+        seen,
+        pack(generation(seen), 0),
+        Ordering::Acquire,
+        Ordering::Relaxed,
+    )
+    .is_ok()
         || (st.load(Ordering::Relaxed) == seen && seize(st, seen))
 }
 
