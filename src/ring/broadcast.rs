@@ -114,7 +114,7 @@ impl<'a, A: AtomicWord<Value = u64>> Broadcast<'a, A> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(psyne_loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
@@ -204,8 +204,8 @@ mod tests {
     }
 }
 
-/// Loom model: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
-#[cfg(all(test, loom))]
+/// Loom model: `RUSTFLAGS="--cfg psyne_loom" cargo test --release --lib loom`.
+#[cfg(all(test, psyne_loom))]
 mod loom_model {
     use super::*;
     use loom::sync::atomic::AtomicU64;

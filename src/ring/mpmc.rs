@@ -130,7 +130,7 @@ impl<'a, A: AtomicWord<Value = u64>> Mpmc<'a, A> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(psyne_loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
@@ -257,8 +257,8 @@ mod tests {
     }
 }
 
-/// Loom models: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
-#[cfg(all(test, loom))]
+/// Loom models: `RUSTFLAGS="--cfg psyne_loom" cargo test --release --lib loom`.
+#[cfg(all(test, psyne_loom))]
 mod loom_model {
     use super::*;
     use loom::sync::atomic::AtomicU64;

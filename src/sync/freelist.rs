@@ -103,7 +103,7 @@ where
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(psyne_loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
@@ -183,8 +183,8 @@ mod tests {
     }
 }
 
-/// Loom model: run with `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
-#[cfg(all(test, loom))]
+/// Loom model: run with `RUSTFLAGS="--cfg psyne_loom" cargo test --release --lib loom`.
+#[cfg(all(test, psyne_loom))]
 mod loom_model {
     use super::*;
     use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};

@@ -3,7 +3,7 @@
 //! Every lock-free algorithm in psyne is written against the small
 //! [`AtomicWord`] trait rather than a concrete atomic type. In the crate the
 //! trait is implemented by the `std` atomics that live in shared memory; in
-//! the loom models (`RUSTFLAGS="--cfg loom"`, see `docs/architecture.md`) by
+//! the loom models (`RUSTFLAGS="--cfg psyne_loom"`, see `docs/architecture.md`) by
 //! loom's atomics, so the exact code that runs in production is the code the
 //! model checker explores.
 
@@ -61,7 +61,7 @@ macro_rules! atomic_word {
 
 atomic_word!(std::sync::atomic::AtomicU32, u32);
 atomic_word!(std::sync::atomic::AtomicU64, u64);
-#[cfg(loom)]
+#[cfg(psyne_loom)]
 atomic_word!(loom::sync::atomic::AtomicU32, u32);
-#[cfg(loom)]
+#[cfg(psyne_loom)]
 atomic_word!(loom::sync::atomic::AtomicU64, u64);

@@ -230,7 +230,7 @@ pub(crate) fn retire<A: AtomicWord<Value = u64>>(st: &A) {
     st.store(pack(generation(s).wrapping_add(1), 0), Ordering::Release);
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(psyne_loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
@@ -286,8 +286,8 @@ mod tests {
     }
 }
 
-/// Loom models: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
-#[cfg(all(test, loom))]
+/// Loom models: `RUSTFLAGS="--cfg psyne_loom" cargo test --release --lib loom`.
+#[cfg(all(test, psyne_loom))]
 mod loom_model {
     use super::*;
     use loom::cell::UnsafeCell;

@@ -36,35 +36,35 @@
 //! above zero: notifies then always make the syscall, which costs time but
 //! never correctness.
 //!
-//! Under `cfg(loom)` the futex is modelled by a mutex and condition variable
+//! Under `cfg(psyne_loom)` the futex is modelled by a mutex and condition variable
 //! with the same semantics, so the loom models below check this argument.
 
-#[cfg(not(loom))]
+#[cfg(not(psyne_loom))]
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-#[cfg(loom)]
+#[cfg(psyne_loom)]
 use loom::sync::atomic::{fence, AtomicU32, Ordering};
 
 /// Polls of `ready()` with a pause hint between them before yielding. A
 /// pause plus one load is ~15-40 ns depending on the CPU, so this is ~3-8 us:
 /// long enough to catch a message already on its way (a cache-line round
 /// trip is ~53 ns), short against the 40-65 us of a futex round trip.
-#[cfg(not(loom))]
+#[cfg(not(psyne_loom))]
 const SPIN: u32 = 200;
 /// Polls with `sched_yield` between them before sleeping: ~0.3 us each when
 /// nothing else wants the CPU (~10 us in all), and they let another thread
 /// run when something does. Together with the spin this stays below the
 /// cost of one futex round trip.
-#[cfg(not(loom))]
+#[cfg(not(psyne_loom))]
 const YIELD: u32 = 32;
 // Under loom one poll of each kind, without pause or yield: the phases are
 // bounded loops, so loom needs no yield in them, and a loom yield would
 // deprioritise the waiter and hide the interleavings that matter (a model
 // built that way missed a deliberately dropped re-check).
-#[cfg(loom)]
+#[cfg(psyne_loom)]
 const SPIN: u32 = 1;
-#[cfg(loom)]
+#[cfg(psyne_loom)]
 const YIELD: u32 = 1;
 
 /// A wake-up point in shared memory (8 bytes, `#[repr(C)]`, valid when
@@ -77,7 +77,7 @@ pub(crate) struct Event {
     sleepers: AtomicU32,
 }
 
-#[cfg(not(loom))]
+#[cfg(not(psyne_loom))]
 const _: () = assert!(
     std::mem::size_of::<Event>() == 8 && std::mem::align_of::<Event>() == 4,
     "Event's layout is part of the shared-memory format"
@@ -120,7 +120,7 @@ impl Event {
             if ready() {
                 return true;
             }
-            #[cfg(not(loom))]
+            #[cfg(not(psyne_loom))]
             std::hint::spin_loop();
         }
         for _ in 0..yields {
@@ -130,7 +130,7 @@ impl Event {
             if expired() {
                 return false;
             }
-            #[cfg(not(loom))]
+            #[cfg(not(psyne_loom))]
             std::thread::yield_now();
         }
         loop {
@@ -205,7 +205,7 @@ impl Drop for Announce<'_> {
 /// The real futex: `futex(2)`, non-private ops because the word is shared
 /// between processes (the private ops key on the address space and would
 /// not wake another process).
-#[cfg(all(target_os = "linux", not(loom)))]
+#[cfg(all(target_os = "linux", not(psyne_loom)))]
 mod sys {
     use super::{AtomicU32, Duration};
     use nix::libc;
@@ -257,7 +257,7 @@ mod sys {
 }
 
 /// Elsewhere: poll with short sleeps (only Linux matters to psyne).
-#[cfg(all(not(target_os = "linux"), not(loom)))]
+#[cfg(all(not(target_os = "linux"), not(psyne_loom)))]
 mod sys {
     use super::{AtomicU32, Duration};
 
@@ -272,7 +272,7 @@ mod sys {
 /// and the sleep are atomic with respect to a wake (both hold the mutex), as
 /// in the kernel; a wake wakes everyone, which the waiters treat as
 /// spurious. Timeouts are ignored (the models wait forever).
-#[cfg(loom)]
+#[cfg(psyne_loom)]
 mod sys {
     use super::{AtomicU32, Duration, Ordering};
     use loom::sync::{Condvar, Mutex};
@@ -296,7 +296,7 @@ mod sys {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(psyne_loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
@@ -450,10 +450,10 @@ mod tests {
     }
 }
 
-/// Loom models: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
+/// Loom models: `RUSTFLAGS="--cfg psyne_loom" cargo test --release --lib loom`.
 /// A lost wake-up shows as a deadlock (every thread blocked in the modelled
 /// futex or in `join`).
-#[cfg(all(test, loom))]
+#[cfg(all(test, psyne_loom))]
 mod loom_model {
     use super::*;
     use loom::sync::atomic::AtomicBool;
