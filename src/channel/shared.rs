@@ -294,10 +294,9 @@ impl Shared {
             timeout_ms: config.timeout.map_or(u64::MAX, |t| t.as_millis() as u64),
             _reserved: [0; 88],
         };
-        // SAFETY: the segment was just created and is not published to other
-        // openers until its header magic is (already done, but nobody can
-        // have attached as a channel: the channel magic is zero until here
-        // and attach refuses it); the pointer is checked by `ptr`.
+        // Openers may already map the segment, but `attach` reads nothing
+        // of the channel before its magic (zero until the end of `format`).
+        // SAFETY: so nobody reads these bytes now; `ptr` checked the range.
         unsafe { seg.control().ptr::<ChannelMeta>(area).write(meta) };
         let shared = Shared {
             seg,

@@ -338,10 +338,10 @@ impl Slab {
         meta.config_crc = config_crc(&meta, &descs);
 
         let ctl = &mem.control;
-        // SAFETY: the segment is being created; openers that follow the
-        // protocol touch nothing before the header's magic is published, so
-        // this thread has exclusive access to the control area; `ptr` checked bounds and
-        // alignment.
+        // The segment is being created; openers that follow the protocol
+        // touch nothing before its header's magic is published.
+        // SAFETY: so this thread has the control area to itself; `ptr`
+        // checked bounds and alignment.
         unsafe {
             ctl.ptr::<SlabMeta>(area).write(meta);
             for (i, d) in descs.iter().enumerate() {

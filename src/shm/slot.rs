@@ -196,10 +196,10 @@ impl SlotRef {
     }
 
     fn bytes(&self) -> &[u8] {
-        // SAFETY: [offset, offset + len) lies inside this slot (len is
-        // clamped); the caller holds a reference, and nobody writes the
-        // payload while &self is borrowed (a SlotMut writes only through
-        // &mut self, a published slot is not written).
+        // The range lies inside this slot (len is clamped), and the caller
+        // holds a reference to it.
+        // SAFETY: nobody writes the payload while &self is borrowed: a
+        // SlotMut writes only through &mut self; a published slot is never written.
         unsafe {
             self.slab
                 .inner
@@ -300,10 +300,10 @@ impl SlotMut {
     /// The payload, writable.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         let (off, len) = (self.r.data_offset() as usize, self.r.len() as usize);
-        // SAFETY: [off, off + len) lies inside this slot (len is clamped to
-        // the slot size); we own the slot exclusively and borrow self
-        // mutably for the slice's lifetime; the slab only hands out SlotMut
-        // on writable data.
+        // The range lies inside this slot (len is clamped to the slot size)
+        // and the slab hands out a SlotMut only on writable data.
+        // SAFETY: we own the slot exclusively and borrow self mutably for as
+        // long as the slice lives.
         unsafe { self.r.slab.inner.mem.data.bytes_mut(off, len) }
     }
 
