@@ -510,18 +510,21 @@ fn broadcast_to_subscriber_processes() {
     }
 }
 
-#[test]
-fn mpmc_between_processes_every_message_once() {
-    if in_child() {
-        return;
-    }
+/// `producers` producer processes send 3000 messages each to `consumers`
+/// consumer processes over an ipc:// channel of `pattern`: every message
+/// arrives exactly once, in order per producer (checked in the consumers).
+fn across_processes(pattern: &str, producers: usize, consumers: usize) {
     use std::io::{BufRead, BufReader, Read};
-    let uri = format!("ipc://{}?capacity=32&slab=8MiB&pattern=mpmc", name("xmpmc"));
-    // Held by the test so that receivers are not disconnected between one
-    // producer process leaving and the next arriving.
-    let keep = Sender::connect(&uri).unwrap();
-    let mut consumers = Vec::new();
-    for _ in 0..2 {
+    let uri = format!(
+        "ipc://{}?capacity=32&slab=8MiB&pattern={pattern}",
+        name(&format!("x{pattern}"))
+    );
+    // With several producer processes, the test holds a sender of its own so
+    // that receivers are not disconnected between one producer leaving and
+    // the next arriving.
+    let keep = (producers > 1).then(|| Sender::connect(&uri).unwrap());
+    let mut kids = Vec::new();
+    for _ in 0..consumers {
         let mut kid = child("mpmc-consumer", &uri).spawn().unwrap();
         let mut out = BufReader::new(kid.stdout.take().unwrap());
         let mut line = String::new();
@@ -532,9 +535,9 @@ fn mpmc_between_processes_every_message_once() {
                 "consumer exited early"
             );
         }
-        consumers.push((kid, out));
+        kids.push((kid, out));
     }
-    let producers: Vec<_> = (0..2)
+    let senders: Vec<_> = (0..producers)
         .map(|id| {
             child("mpmc-producer", &uri)
                 .env("PSYNE_TEST_ID", id.to_string())
@@ -542,12 +545,12 @@ fn mpmc_between_processes_every_message_once() {
                 .unwrap()
         })
         .collect();
-    for mut p in producers {
+    for mut p in senders {
         assert!(p.wait().unwrap().success(), "a producer failed");
     }
     drop(keep);
     let mut all = Vec::new();
-    for (mut kid, mut out) in consumers {
+    for (mut kid, mut out) in kids {
         let mut text = String::new();
         out.read_to_string(&mut text).unwrap();
         assert!(kid.wait().unwrap().success(), "a consumer failed");
@@ -555,12 +558,23 @@ fn mpmc_between_processes_every_message_once() {
         all.extend(line.split_whitespace().skip(1).map(str::to_string));
     }
     all.sort();
-    let mut want: Vec<String> = (0..2)
+    let mut want: Vec<String> = (0..producers)
         .flat_map(|p| (0..3000).map(move |s| format!("{p}:{s}")))
         .collect();
     want.sort();
     assert_eq!(all.len(), want.len(), "lost or duplicated messages");
     assert_eq!(all, want);
+}
+
+#[test]
+fn every_pattern_between_processes_every_message_once() {
+    if in_child() {
+        return;
+    }
+    across_processes("mpmc", 2, 2);
+    across_processes("mpsc", 2, 1);
+    across_processes("spmc", 1, 2);
+    across_processes("spsc", 1, 1);
 }
 
 /// A minimal executor: polls on the calling thread, parks between polls.
