@@ -668,6 +668,26 @@ fn cli_inspects_lists_and_cleans_segments() {
     let out = Command::new(cli).arg("list").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&name.0));
 
+    // A channel's segment shows its parameters, traffic and endpoints.
+    let chan = Name::new("cli-chan");
+    let tx = psyne::Sender::connect(&format!("ipc://{}?capacity=8&slab=1MiB", chan.0)).unwrap();
+    tx.send_copy(&Shape::vector(2), &[1.0f32, 2.0]).unwrap();
+    let out = Command::new(cli)
+        .args(["inspect", &chan.0])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pattern mpmc, policy block, capacity 8, 1 queued"),
+        "{text}"
+    );
+    assert!(text.contains("1 senders, 0 receivers"), "{text}");
+    assert!(
+        text.contains(&format!("pid {:<8} sender    alive", std::process::id())),
+        "{text}"
+    );
+    drop(tx);
+
     let out = Command::new(cli).args(["clean", &name.0]).output().unwrap();
     assert!(out.status.success());
     assert!(!Segment::exists(&name.0));

@@ -126,6 +126,35 @@ fn inspect(name: &str) -> psyne::Result<()> {
         info.mode,
         age.as_secs_f64()
     );
+    match psyne::channel::inspect(&seg) {
+        Ok(Some(ch)) => {
+            let c = ch.config;
+            println!(
+                "  channel         pattern {}, policy {}, capacity {}, {} queued",
+                c.pattern, c.policy, c.capacity, ch.queued
+            );
+            println!(
+                "  traffic         {} sent, {} received, {} dropped",
+                ch.sent, ch.received, ch.dropped
+            );
+            println!(
+                "  endpoints       {} senders, {} receivers",
+                ch.senders, ch.receivers
+            );
+            for (pid, side, alive) in ch.endpoints {
+                println!(
+                    "    pid {pid:<8} {side:<9} {}",
+                    if alive {
+                        "alive"
+                    } else {
+                        "dead (reaped when a live endpoint next looks)"
+                    }
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => println!("  channel         unreadable: {e}"),
+    }
     println!("  slab classes");
     println!(
         "    {:>10} {:>8} {:>8} {:>12} {:>10}",

@@ -66,6 +66,52 @@ pub fn channel(uri: &str) -> Result<(Sender, Receiver)> {
     Ok((tx, rx))
 }
 
+/// What [`inspect`] reports of a channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// The parameters it was created with.
+    pub config: Config,
+    /// Live senders and receivers (as counted; dead ones are taken off
+    /// when a live endpoint next looks).
+    pub senders: u32,
+    /// See `senders`.
+    pub receivers: u32,
+    /// Messages in the ring now (0 for broadcast).
+    pub queued: u64,
+    /// Messages sent, received and dropped so far.
+    pub sent: u64,
+    /// See `sent`.
+    pub received: u64,
+    /// See `sent`.
+    pub dropped: u64,
+    /// Registered endpoints: process id, side, whether the process lives.
+    pub endpoints: Vec<(u32, &'static str, bool)>,
+}
+
+/// The channel state of a segment, if it holds a channel (for tools such as
+/// `psyne inspect`; it does not join the channel).
+///
+/// # Errors
+/// [`Error::NotAChannel`] / [`Error::Uninitialized`] for a segment whose
+/// channel area is damaged or not formatted yet.
+pub fn inspect(seg: &crate::Segment) -> Result<Option<ChannelInfo>> {
+    if seg.area(crate::shm::segment::area::CHANNEL).is_none() {
+        return Ok(None);
+    }
+    let s = Shared::attach(seg.clone())?;
+    let (sent, received, dropped) = s.stats();
+    Ok(Some(ChannelInfo {
+        config: s.config,
+        senders: s.senders(),
+        receivers: s.receivers(),
+        queued: s.len(),
+        sent,
+        received,
+        dropped,
+        endpoints: s.participants(),
+    }))
+}
+
 /// Where an endpoint's channel lives, to leave it properly.
 enum Home {
     Memory(String),

@@ -485,6 +485,32 @@ impl Shared {
         found
     }
 
+    /// Senders counted now.
+    pub(crate) fn senders(&self) -> u32 {
+        self.counters().senders.load(Ordering::Acquire)
+    }
+
+    /// Receivers counted now.
+    pub(crate) fn receivers(&self) -> u32 {
+        self.counters().receivers.load(Ordering::Acquire)
+    }
+
+    /// The live records of the participant table: (pid, side, alive).
+    pub(crate) fn participants(&self) -> Vec<(u32, &'static str, bool)> {
+        (0..MAX_PARTICIPANTS)
+            .filter_map(|i| {
+                let p = self.participant(i);
+                let pid = p.pid.load(Ordering::Acquire);
+                let side = match p.side.load(Ordering::Acquire) {
+                    1 => "sender",
+                    2 => "receiver",
+                    _ => "joining",
+                };
+                (pid != 0).then(|| (pid, side, alive(pid, p.start.load(Ordering::Acquire))))
+            })
+            .collect()
+    }
+
     /// Waits on `event` until `ready`, `deadline`, or the next look for dead
     /// peers (which may itself make `ready` true, e.g. disconnected).
     /// Returns whether `ready` held.
