@@ -1,8 +1,28 @@
 //! # psyne
 //!
-//! Zero-copy tensor IPC. A producer writes a typed tensor straight into a slot
-//! of a shared-memory slab; another thread or process reads the same bytes in
-//! place, through a 16-byte [`Handle`].
+//! Zero-copy tensor IPC. A producer loans a slot of a shared-memory slab,
+//! writes a typed tensor straight into it and sends it; a lock-free ring
+//! carries a 16-byte [`Handle`]; the consumer, in another thread or process,
+//! reads the same bytes in place.
+//!
+//! Channels (see [`channel`] for URIs, patterns, policies, async):
+//!
+//! ```
+//! use psyne::{Receiver, Sender, Shape};
+//!
+//! # fn main() -> psyne::Result<()> {
+//! # let uri = format!("ipc://doc-lib-chan-{}?capacity=16&slab=1MiB", std::process::id());
+//! let tx = Sender::connect(&uri)?; // usually in the producer process
+//! let rx = Receiver::connect(&uri)?; // usually in the consumer process
+//! let mut loan = tx.loan::<f32>(&Shape::vector(3))?;
+//! loan.tensor_mut::<f32>()?.copy_from_slice(&[1.0, 2.0, 3.0])?;
+//! loan.send()?;
+//! assert_eq!(&*rx.recv()?.tensor::<f32>()?, &[1.0, 2.0, 3.0]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same underneath, by hand: a segment, its slab, a handle.
 //!
 //! ```
 //! use psyne::{Segment, SlabConfig, Shape};
@@ -32,7 +52,9 @@
 //! ```
 //!
 //! The modules, bottom up: [`tensor`] (dtypes, shapes, views, quantization),
-//! [`shm`] (segments and the slab allocator). See `docs/architecture.md`.
+//! [`shm`] (segments and the slab allocator), the lock-free rings and
+//! futex waiting (internal), [`channel`] (endpoints, URIs, transports). See
+//! `docs/architecture.md`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
