@@ -5,7 +5,7 @@
 //! carries a 16-byte [`Handle`]; the consumer, in another thread or process,
 //! reads the same bytes in place.
 //!
-//! Channels (see [`channel`] for URIs, patterns, policies, async):
+//! Channels (see [`mod@channel`] for URIs, patterns, policies, async):
 //!
 //! ```
 //! use psyne::{Receiver, Sender, Shape};
@@ -53,7 +53,7 @@
 //!
 //! The modules, bottom up: [`tensor`] (dtypes, shapes, views, quantization),
 //! [`shm`] (segments and the slab allocator), the lock-free rings and
-//! futex waiting (internal), [`channel`] (endpoints, URIs, transports). See
+//! futex waiting (internal), [`mod@channel`] (endpoints, URIs, transports). See
 //! `docs/architecture.md`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
