@@ -479,7 +479,7 @@ fn broadcast_to_subscriber_processes() {
     if in_child() {
         return;
     }
-    use std::io::{BufRead, BufReader};
+    use std::io::BufReader;
     let uri = format!(
         "ipc://{}?capacity=16&slab=32MiB&pattern=broadcast",
         name("fan")
@@ -489,15 +489,8 @@ fn broadcast_to_subscriber_processes() {
     for _ in 0..2 {
         let mut kid = child("subscriber", &uri).spawn().unwrap();
         let mut out = BufReader::new(kid.stdout.take().unwrap());
-        let mut line = String::new();
         // Wait until it has subscribed (the harness prints a header first).
-        while !line.contains("ready") {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "subscriber exited early"
-            );
-        }
+        wait_for(&mut out, "ready");
         kids.push((kid, out));
     }
     send_n(&tx, 2000, 1000);
@@ -514,7 +507,7 @@ fn broadcast_to_subscriber_processes() {
 /// consumer processes over an ipc:// channel of `pattern`: every message
 /// arrives exactly once, in order per producer (checked in the consumers).
 fn across_processes(pattern: &str, producers: usize, consumers: usize) {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::{BufReader, Read};
     let uri = format!(
         "ipc://{}?capacity=32&slab=8MiB&pattern={pattern}",
         name(&format!("x{pattern}"))
@@ -527,14 +520,7 @@ fn across_processes(pattern: &str, producers: usize, consumers: usize) {
     for _ in 0..consumers {
         let mut kid = child("mpmc-consumer", &uri).spawn().unwrap();
         let mut out = BufReader::new(kid.stdout.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("ready") {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "consumer exited early"
-            );
-        }
+        wait_for(&mut out, "ready");
         kids.push((kid, out));
     }
     let senders: Vec<_> = (0..producers)

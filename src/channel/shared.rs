@@ -127,7 +127,10 @@ struct Counters {
     senders_seen: AtomicU32,
     /// Non-zero once a receiver has joined (sends before that queue up).
     receivers_seen: AtomicU32,
-    sent: AtomicU64,
+    /// Reserved (0): messages sent are the ring's tail.
+    _sent: AtomicU64,
+    /// Broadcast: messages received, over all subscribers (queue rings
+    /// count with their head index instead).
     received: AtomicU64,
     dropped: AtomicU64,
 }
@@ -798,9 +801,7 @@ impl Shared {
                 Policy::DropOldest => {
                     let mut scratch = Consumer::default();
                     if let Some(old) = self.pop(&mut scratch) {
-                        if let Ok(h) = decode(old) {
-                            drop(self.seg.slab().take(h));
-                        }
+                        drop(self.seg.slab().take(decode(old)));
                         self.counters().dropped.fetch_add(1, Ordering::Relaxed);
                         self.not_full().notify();
                     }
@@ -874,9 +875,7 @@ impl Shared {
         let mut r = released.load(Ordering::Relaxed);
         while r < upto {
             if let Some(msg) = ring.published(r) {
-                if let Ok(h) = decode(msg) {
-                    drop(self.seg.slab().take(h));
-                }
+                drop(self.seg.slab().take(decode(msg)));
             }
             r += 1;
             released.store(r, Ordering::Relaxed);
@@ -927,7 +926,7 @@ impl Shared {
             let q = pos.load(Ordering::Relaxed);
             match ring.read(q) {
                 Read::Message(msg) => {
-                    let got = self.seg.slab().share(&decode(msg)?);
+                    let got = self.seg.slab().share(&decode(msg));
                     // Release: the publisher may reuse the cell once every
                     // subscriber's position has passed it.
                     pos.store(q + 1, Ordering::Release);
@@ -974,12 +973,12 @@ impl Shared {
         loop {
             if let Some(msg) = self.pop(c) {
                 self.not_full().notify();
-                return self.seg.slab().take(decode(msg)?).map(Some);
+                return self.seg.slab().take(decode(msg)).map(Some);
             }
             if self.gone(Side::Sender) {
                 // Senders are gone; one may have pushed just before leaving.
                 return match self.pop(c) {
-                    Some(msg) => self.seg.slab().take(decode(msg)?).map(Some),
+                    Some(msg) => self.seg.slab().take(decode(msg)).map(Some),
                     None => Err(Error::Disconnected("sender")),
                 };
             }
@@ -1012,10 +1011,10 @@ fn encode(h: &Handle) -> [u64; 2] {
     [h.offset, (h.len as u64) << 32 | h.generation as u64]
 }
 
-fn decode(msg: [u64; 2]) -> Result<Handle> {
-    Ok(Handle {
+fn decode(msg: [u64; 2]) -> Handle {
+    Handle {
         offset: msg[0],
         generation: msg[1] as u32,
         len: (msg[1] >> 32) as u32,
-    })
+    }
 }
