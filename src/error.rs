@@ -255,6 +255,16 @@ pub enum Error {
         reason: String,
     },
 
+    // ----- gpu -----------------------------------------------------------
+    /// No GPU adapter could be opened (no Vulkan driver, or none matches
+    /// `PSYNE_GPU_ADAPTER`), or the device could not be created.
+    #[error("no usable GPU: {0}")]
+    NoGpu(String),
+    /// A GPU operation was rejected or failed: a binding over the device's
+    /// limits, a kernel given inconsistent shapes, a validation error.
+    #[error("GPU: {0}")]
+    Gpu(String),
+
     // ----- system --------------------------------------------------------
     /// An operating-system error, with what psyne was doing.
     #[error("{context}: {source}")]

@@ -60,6 +60,9 @@
 
 pub mod channel;
 pub mod error;
+#[cfg(feature = "gpu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gpu")))]
+pub mod gpu;
 pub(crate) mod ring;
 pub mod shm;
 pub(crate) mod sync;

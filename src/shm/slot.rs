@@ -213,6 +213,23 @@ impl SlotRef {
         self.header().decode(self.capacity())
     }
 
+    /// Where the payload lies, for the GPU module: the data mapping, the
+    /// payload's offset and length in it, and its slot's class and index.
+    #[cfg(feature = "gpu")]
+    fn raw_range(&self) -> RawRange {
+        let c = self.slab.class(self.class);
+        RawRange {
+            mem: self.slab.inner.mem.clone(),
+            offset: self.data_offset(),
+            len: self.len(),
+            capacity: c.slot_size,
+            class: self.class,
+            index: self.index,
+            class_offset: c.data_offset,
+            slot_count: c.slot_count,
+        }
+    }
+
     fn handle(&self) -> Handle {
         Handle {
             offset: self.data_offset(),
@@ -220,6 +237,27 @@ impl SlotRef {
             len: self.len() as u32,
         }
     }
+}
+
+/// Where a slot's payload lies in its data mapping (see `SlotRef::raw_range`).
+#[cfg(feature = "gpu")]
+pub(crate) struct RawRange {
+    /// The mappings; the data mapping holds the payload.
+    pub(crate) mem: std::sync::Arc<super::region::Memory>,
+    /// Payload offset in the data mapping.
+    pub(crate) offset: u64,
+    /// Payload length.
+    pub(crate) len: u64,
+    /// Slot size (the payload may be read up to this many bytes).
+    pub(crate) capacity: u64,
+    /// Size class of the slot.
+    pub(crate) class: u8,
+    /// Index of the slot in its class.
+    pub(crate) index: u32,
+    /// Offset of the class's slot 0 in the data mapping.
+    pub(crate) class_offset: u64,
+    /// Slots in the class.
+    pub(crate) slot_count: u32,
 }
 
 /// An exclusively owned slot: write its payload and header, then hand it on
@@ -310,6 +348,11 @@ impl SlotMut {
     /// The payload.
     pub fn bytes(&self) -> &[u8] {
         self.r.bytes()
+    }
+
+    #[cfg(feature = "gpu")]
+    pub(crate) fn raw_range(&self) -> RawRange {
+        self.r.raw_range()
     }
 
     /// The decoded tensor header.
@@ -522,6 +565,11 @@ impl Slot {
     /// The payload bytes, in place.
     pub fn bytes(&self) -> &[u8] {
         self.r.bytes()
+    }
+
+    #[cfg(feature = "gpu")]
+    pub(crate) fn raw_range(&self) -> RawRange {
+        self.r.raw_range()
     }
 
     /// The payload as a tensor of `T`, in place.

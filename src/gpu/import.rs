@@ -1,0 +1,255 @@
+//! Importing slab pages into a Vulkan device with
+//! `VK_EXT_external_memory_host`, through wgpu-hal. All the Vulkan calls of
+//! psyne are here.
+
+use std::ffi::CStr;
+use std::sync::Arc;
+
+use ash::vk;
+
+use crate::error::{Error, Result};
+use crate::shm::region::Memory;
+
+type Hal = wgpu::hal::api::Vulkan;
+
+const EXT_HOST: &CStr = ash::ext::external_memory_host::NAME;
+const KHR_EXTERNAL: &CStr = ash::khr::external_memory::NAME;
+
+/// What the import needs from the device: its function tables, the
+/// extension's one function, the import alignment and the memory types.
+pub(crate) struct HostImporter {
+    device: ash::Device,
+    ext: ash::ext::external_memory_host::Device,
+    /// `minImportedHostPointerAlignment`.
+    pub(crate) alignment: u64,
+    memory_types: Vec<vk::MemoryPropertyFlags>,
+}
+
+/// Opens `adapter` through wgpu-hal with the host-memory import extensions
+/// enabled. `Err` carries why zero-copy is unavailable (the caller then
+/// opens the device the ordinary way).
+pub(crate) fn open_with_host_import(
+    adapter: &wgpu::Adapter,
+    limits: &wgpu::Limits,
+    desc: &wgpu::DeviceDescriptor<'_>,
+) -> std::result::Result<(wgpu::Device, wgpu::Queue, HostImporter), String> {
+    // SAFETY: the guard is used only within this function, while `adapter`
+    // lives, and nothing here destroys the hal adapter.
+    let hal_adapter = unsafe { adapter.as_hal::<Hal>() }
+        .ok_or_else(|| "the adapter is not a Vulkan adapter".to_string())?;
+    let caps = hal_adapter.physical_device_capabilities();
+    if !caps.supports_extension(EXT_HOST) {
+        return Err("the driver lacks VK_EXT_external_memory_host".into());
+    }
+    let need_khr = caps.supports_extension(KHR_EXTERNAL);
+    let callback = move |args: wgpu::hal::vulkan::CreateDeviceCallbackArgs<'_, '_, '_>| {
+        for name in [EXT_HOST, KHR_EXTERNAL] {
+            if (name != KHR_EXTERNAL || need_khr) && !args.extensions.contains(&name) {
+                args.extensions.push(name);
+            }
+        }
+    };
+    // SAFETY: the callback only adds extensions the adapter offers (checked
+    // above) and removes nothing; features and limits are the adapter's own.
+    let open = unsafe {
+        hal_adapter.open_with_callback(
+            desc.required_features,
+            limits,
+            &desc.memory_hints,
+            Some(Box::new(callback)),
+        )
+    }
+    .map_err(|e| format!("opening the device with the import extension failed: {e}"))?;
+
+    let instance = hal_adapter.shared_instance().raw_instance().clone();
+    let phd = hal_adapter.raw_physical_device();
+    let mut host_props = vk::PhysicalDeviceExternalMemoryHostPropertiesEXT::default();
+    let mut props2 = vk::PhysicalDeviceProperties2::default().push_next(&mut host_props);
+    // SAFETY: `phd` is the adapter's physical device of this live instance,
+    // and the extension's property struct is valid because the device
+    // supports the extension.
+    unsafe { instance.get_physical_device_properties2(phd, &mut props2) };
+    let alignment = host_props.min_imported_host_pointer_alignment.max(1);
+    // SAFETY: as above.
+    let mem_props = unsafe { instance.get_physical_device_memory_properties(phd) };
+    let memory_types = mem_props
+        .memory_types_as_slice()
+        .iter()
+        .map(|t| t.property_flags)
+        .collect();
+    drop(hal_adapter);
+
+    // SAFETY: `open` was created from this adapter's hal adapter, and the
+    // descriptor asks for the same features and limits it was opened with.
+    let (device, queue) = unsafe { adapter.create_device_from_hal::<Hal>(open, desc) }
+        .map_err(|e| format!("wgpu refused the device opened through wgpu-hal: {e}"))?;
+
+    // SAFETY: the guard lives only for this block; the ash::Device we clone
+    // out of it is a table of function pointers plus the VkDevice handle,
+    // which stays valid while `device` (held beside the importer by
+    // GpuContext, and by every buffer it created) lives.
+    let raw = unsafe { device.as_hal::<Hal>() }
+        .ok_or_else(|| "wgpu did not return the Vulkan device".to_string())?
+        .raw_device()
+        .clone();
+    let ext = ash::ext::external_memory_host::Device::new(&instance, &raw);
+    Ok((
+        device,
+        queue,
+        HostImporter {
+            device: raw,
+            ext,
+            alignment,
+            memory_types,
+        },
+    ))
+}
+
+/// What a buffer of imported pages must be usable for.
+pub(crate) const IMPORT_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl HostImporter {
+    /// Imports `len` bytes of `mem`'s data mapping from `offset` as one wgpu
+    /// buffer. `offset` and `len` must be multiples of [`Self::alignment`]
+    /// and lie inside the mapping. The buffer keeps `mem` mapped until the
+    /// driver has destroyed the import.
+    pub(crate) fn import(
+        &self,
+        device: &wgpu::Device,
+        mem: &Arc<Memory>,
+        offset: u64,
+        len: u64,
+    ) -> Result<wgpu::Buffer> {
+        let map_len = mem.data.len() as u64;
+        if len == 0
+            || offset % self.alignment != 0
+            || len % self.alignment != 0
+            || offset.checked_add(len).is_none_or(|end| end > map_len)
+        {
+            return Err(Error::Gpu(format!(
+                "cannot import {len} bytes at {offset} of a {map_len}-byte mapping \
+                 (alignment {})",
+                self.alignment
+            )));
+        }
+        let fail =
+            |what: &str, r: vk::Result| Error::Gpu(format!("host-memory import: {what}: {r}"));
+        let ptr = mem
+            .data
+            .ptr::<u8>(offset as usize)
+            .cast::<std::ffi::c_void>();
+        let handle_type = vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT;
+
+        let mut ptr_props = vk::MemoryHostPointerPropertiesEXT::default();
+        // SAFETY: `ptr` points at `len` mapped bytes (checked above) that stay
+        // mapped while `mem` lives; the function is the extension's, loaded
+        // for this device.
+        let r = unsafe {
+            (self.ext.fp().get_memory_host_pointer_properties_ext)(
+                self.device.handle(),
+                handle_type,
+                ptr,
+                &mut ptr_props,
+            )
+        };
+        if r != vk::Result::SUCCESS {
+            return Err(fail("vkGetMemoryHostPointerPropertiesEXT", r));
+        }
+
+        let mut ext_info = vk::ExternalMemoryBufferCreateInfo::default().handle_types(handle_type);
+        let buf_info = vk::BufferCreateInfo::default()
+            .size(len)
+            .usage(
+                vk::BufferUsageFlags::STORAGE_BUFFER
+                    | vk::BufferUsageFlags::TRANSFER_SRC
+                    | vk::BufferUsageFlags::TRANSFER_DST,
+            )
+            .sharing_mode(vk::SharingMode::EXCLUSIVE)
+            .push_next(&mut ext_info);
+        // SAFETY: a valid create info for this device.
+        let buffer = unsafe { self.device.create_buffer(&buf_info, None) }
+            .map_err(|r| fail("vkCreateBuffer", r))?;
+        let destroy_buffer = || {
+            // SAFETY: `buffer` was created above, is bound to nothing in use,
+            // and is destroyed once.
+            unsafe { self.device.destroy_buffer(buffer, None) }
+        };
+        // SAFETY: `buffer` is a live buffer of this device.
+        let reqs = unsafe { self.device.get_buffer_memory_requirements(buffer) };
+        let type_bits = reqs.memory_type_bits & ptr_props.memory_type_bits;
+        let wanted = vk::MemoryPropertyFlags::HOST_VISIBLE | vk::MemoryPropertyFlags::HOST_COHERENT;
+        let Some(type_index) = (0..self.memory_types.len() as u32)
+            .find(|&i| type_bits & (1 << i) != 0 && self.memory_types[i as usize].contains(wanted))
+        else {
+            destroy_buffer();
+            return Err(Error::Gpu(
+                "host-memory import: no host-coherent memory type can hold these pages".into(),
+            ));
+        };
+        if reqs.size > len {
+            destroy_buffer();
+            return Err(Error::Gpu(format!(
+                "host-memory import: the buffer needs {} bytes aligned to {}, \
+                 the pages give {len}",
+                reqs.size, reqs.alignment
+            )));
+        }
+        let mut import = vk::ImportMemoryHostPointerInfoEXT::default()
+            .handle_type(handle_type)
+            .host_pointer(ptr);
+        let alloc = vk::MemoryAllocateInfo::default()
+            .allocation_size(len)
+            .memory_type_index(type_index)
+            .push_next(&mut import);
+        // SAFETY: the host pointer and size are multiples of
+        // minImportedHostPointerAlignment, the pages are mapped and stay so
+        // while the import lives (the drop callback below holds `mem`), and
+        // the memory type is one the driver reported for this pointer.
+        let memory = match unsafe { self.device.allocate_memory(&alloc, None) } {
+            Ok(m) => m,
+            Err(r) => {
+                destroy_buffer();
+                return Err(fail("vkAllocateMemory (import)", r));
+            }
+        };
+        // SAFETY: both were created above from this device; the memory is as
+        // large as the buffer needs (checked) and of a type it accepts.
+        if let Err(r) = unsafe { self.device.bind_buffer_memory(buffer, memory, 0) } {
+            destroy_buffer();
+            // SAFETY: the memory was allocated above and is bound to nothing.
+            unsafe { self.device.free_memory(memory, None) };
+            return Err(fail("vkBindBufferMemory", r));
+        }
+
+        let dev = self.device.clone();
+        let keep = mem.clone();
+        let on_drop: wgpu::hal::DropCallback = Box::new(move || {
+            // SAFETY: wgpu-hal calls this once, when the buffer is destroyed,
+            // i.e. no longer used by any submission; the buffer and memory
+            // are ours and destroyed only here. The device outlives its
+            // buffers (wgpu-core holds it while a buffer lives).
+            unsafe {
+                dev.destroy_buffer(buffer, None);
+                dev.free_memory(memory, None);
+            }
+            // Only now may the pages be unmapped.
+            drop(keep);
+        });
+        // SAFETY: `buffer` is a valid, bound buffer of this device; wgpu-hal
+        // will not destroy it itself, the callback does.
+        let hal_buffer =
+            unsafe { wgpu::hal::vulkan::Buffer::from_raw_externally_owned(buffer, on_drop) };
+        let desc = wgpu::BufferDescriptor {
+            label: Some("psyne imported slab pages"),
+            size: len,
+            usage: IMPORT_USAGE,
+            mapped_at_creation: false,
+        };
+        // SAFETY: the hal buffer was created from this device's VkDevice
+        // with the usages `desc` names, has memory bound (so its contents are
+        // initialized: they are the slab's bytes), and is not empty.
+        Ok(unsafe { device.create_buffer_from_hal::<Hal>(hal_buffer, &desc) })
+    }
+}
