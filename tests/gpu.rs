@@ -545,6 +545,64 @@ fn pages_are_imported_once_per_segment_chunk() {
 }
 
 #[test]
+fn a_slab_larger_than_one_binding_is_imported_in_chunks() {
+    if contexts().is_none() {
+        return;
+    }
+    let ctx = &GpuContext::with_options(&GpuOptions::from_env()).unwrap();
+    let max = ctx.info().max_binding;
+    if !ctx.info().zero_copy || max > 512 << 20 {
+        eprintln!("skipped: needs zero-copy and a binding limit under 512 MiB");
+        return;
+    }
+    // 1 MiB slots, enough for two and a bit bindings' worth of slab (the
+    // shared-memory object is sparse: only touched pages cost memory).
+    let slots = (2 * max / (1 << 20) + 3) as u32;
+    let name = format!("gpu-test-chunks-{}", std::process::id());
+    let seg = Segment::create(&name, &SlabConfig::new().class(1 << 20, slots)).unwrap();
+    let _ = Segment::unlink(&name);
+    let mut held = Vec::new();
+    let mut firsts = Vec::new();
+    for i in 0..slots {
+        let mut s = seg
+            .slab()
+            .alloc_tensor::<f32>(&Shape::vector(1 << 18))
+            .unwrap();
+        s.tensor_mut::<f32>().unwrap()[0] = i as f32;
+        let s = s.into_shared();
+        if i == 0 || i == slots / 2 || i == slots - 1 {
+            firsts.push(s.clone());
+        }
+        held.push(s);
+    }
+    let bound: Vec<_> = firsts.iter().map(|s| ctx.bind(s).unwrap()).collect();
+    assert_eq!(
+        ctx.imported_chunks(),
+        3,
+        "three chunks for a slab of over two bindings"
+    );
+    for (t, s) in bound.iter().zip(&firsts) {
+        assert_eq!(t.route(), Route::ZeroCopy);
+        let b = t.binding();
+        assert!(
+            b.offset + b.size.unwrap().get() <= b.buffer.size(),
+            "a tensor straddles chunks"
+        );
+        assert!(b.buffer.size() <= max, "a chunk is longer than one binding");
+        let out = ctx.scratch::<f32>(&Shape::vector(1)).unwrap();
+        let mut job = ctx.job();
+        job.reduce(t, ReduceKind::Max, &out).unwrap();
+        job.run().unwrap();
+        let want = s.tensor::<f32>().unwrap()[0];
+        assert_eq!(
+            ctx.read(&out).unwrap(),
+            want.to_le_bytes(),
+            "the chunk maps the right pages"
+        );
+    }
+}
+
+#[test]
 fn a_kernel_result_reaches_a_consumer_in_another_process() {
     if contexts().is_none() {
         return;

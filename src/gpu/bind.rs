@@ -365,7 +365,10 @@ impl GpuContext {
         let imp = self.importer.as_ref()?;
         let a = imp.alignment;
         let map_len = range.mem.data.len() as u64;
-        let limit = self.max_buffer.min(1 << 30) / a * a;
+        // A chunk is at most one binding long (so a whole chunk could be
+        // bound too) and one buffer; a slab larger than that is imported as
+        // several chunks, each a run of whole slots, so no tensor straddles two.
+        let limit = self.max_buffer.min(self.info.max_binding).min(1 << 30) / a * a;
         let slot = range.capacity;
         let per_chunk = (limit.saturating_sub(2 * a) / slot).max(1);
         let chunk = range.index as u64 / per_chunk;

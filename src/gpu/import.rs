@@ -111,6 +111,41 @@ pub(crate) const IMPORT_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST);
 
 impl HostImporter {
+    /// A command buffer holding one barrier that makes shader and transfer
+    /// writes of everything submitted before it available to the host.
+    /// Vulkan requires it before the CPU reads device writes to host memory
+    /// (waiting for the fence alone is not enough); wgpu adds it only for
+    /// its own mappable buffers, not for imported pages.
+    pub(crate) fn host_read_barrier(&self, device: &wgpu::Device) -> Option<wgpu::CommandBuffer> {
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("psyne host-read barrier"),
+        });
+        let barrier = vk::MemoryBarrier::default()
+            .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::TRANSFER_WRITE)
+            .dst_access_mask(vk::AccessFlags::HOST_READ);
+        // SAFETY: the callback records one barrier into the encoder's open
+        // command buffer and neither ends nor destroys it; nothing else
+        // touches the wgpu encoder meanwhile. The ash device is the one the
+        // encoder belongs to.
+        let recorded = unsafe {
+            enc.as_hal_mut::<Hal, _, _>(|e| {
+                let e = e?;
+                let cmd = e.raw_handle();
+                self.device.cmd_pipeline_barrier(
+                    cmd,
+                    vk::PipelineStageFlags::COMPUTE_SHADER | vk::PipelineStageFlags::TRANSFER,
+                    vk::PipelineStageFlags::HOST,
+                    vk::DependencyFlags::empty(),
+                    &[barrier],
+                    &[],
+                    &[],
+                );
+                Some(())
+            })
+        };
+        recorded.map(|()| enc.finish())
+    }
+
     /// Imports `len` bytes of `mem`'s data mapping from `offset` as one wgpu
     /// buffer. `offset` and `len` must be multiples of [`Self::alignment`]
     /// and lie inside the mapping. The buffer keeps `mem` mapped until the

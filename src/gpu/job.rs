@@ -2,7 +2,7 @@
 
 use std::marker::PhantomData;
 
-use super::bind::{GpuTensor, WriteBack};
+use super::bind::{GpuTensor, Route, WriteBack};
 use super::context::GpuContext;
 use super::kernels::{Arg, Op};
 use crate::error::{Error, Result};
@@ -26,6 +26,8 @@ pub struct Job<'c, 'j> {
     /// Staged outputs to copy back into their slots: (buffer, offset, where).
     writebacks: Vec<(wgpu::Buffer, u64, WriteBack)>,
     ops: usize,
+    /// Whether a kernel writes imported pages (the host then needs a barrier).
+    zero_copy_out: bool,
     _tensors: PhantomData<&'j ()>,
 }
 
@@ -84,6 +86,7 @@ impl GpuContext {
                 }),
             writebacks: Vec::new(),
             ops: 0,
+            zero_copy_out: false,
             _tensors: PhantomData,
         }
     }
@@ -109,13 +112,20 @@ impl<'j> Job<'_, 'j> {
             ctx.kernels
                 .record(&ctx.device, encoder, &op, &args, arg(out))
         })?;
+        self.note_output(out);
+        self.ops += 1;
+        Ok(())
+    }
+
+    /// Remembers what `run` must do for an output: a copy back (staged) or
+    /// a host barrier (zero-copy).
+    fn note_output(&mut self, out: &GpuTensor<'_>) {
         if let Some(wb) = out.writeback {
             if !self.writebacks.iter().any(|(_, _, w)| w.ptr == wb.ptr) {
                 self.writebacks.push((out.buffer.clone(), out.offset, wb));
             }
         }
-        self.ops += 1;
-        Ok(())
+        self.zero_copy_out |= out.route == Route::ZeroCopy;
     }
 
     /// Dequantizes a `QInt8` (per tensor or per channel), `Q8Block` or
@@ -352,12 +362,8 @@ impl<'j> Job<'_, 'j> {
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
             Ok(())
         })?;
-        for t in tensors {
-            if let (true, Some(wb)) = (t.writable, t.writeback) {
-                if !self.writebacks.iter().any(|(_, _, w)| w.ptr == wb.ptr) {
-                    self.writebacks.push((t.buffer.clone(), t.offset, wb));
-                }
-            }
+        for t in tensors.iter().filter(|t| t.writable) {
+            self.note_output(t);
         }
         self.ops += 1;
         Ok(())
@@ -374,6 +380,7 @@ impl<'j> Job<'_, 'j> {
             ctx,
             mut encoder,
             writebacks,
+            zero_copy_out,
             ..
         } = self;
         let staging: Vec<wgpu::Buffer> = ctx.checked("submitting a job", || {
@@ -391,7 +398,16 @@ impl<'j> Job<'_, 'j> {
                     s
                 })
                 .collect();
-            ctx.queue.submit([encoder.finish()]);
+            let barrier = match (&ctx.importer, zero_copy_out) {
+                (Some(imp), true) => {
+                    Some(imp.host_read_barrier(&ctx.device).ok_or_else(|| {
+                        Error::Gpu("could not record the host-read barrier".into())
+                    })?)
+                }
+                _ => None,
+            };
+            ctx.queue
+                .submit(std::iter::once(encoder.finish()).chain(barrier));
             Ok(staging)
         })?;
         let refs: Vec<&wgpu::Buffer> = staging.iter().collect();
