@@ -90,7 +90,8 @@ fn main() {
                     let y = ctx.bind_mut(&mut out).unwrap();
                     route = Some((x.route(), y.route()));
                     let mut job = ctx.job();
-                    job.dispatch(&pipeline, &[&x, &y], [1, 1, 1]).unwrap();
+                    // SAFETY: the probe writes only `dst`, bound writable.
+                    unsafe { job.dispatch(&pipeline, &[&x, &y], [1, 1, 1]) }.unwrap();
                     job.run().unwrap();
                 })
             });

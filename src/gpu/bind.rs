@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use super::context::GpuContext;
 use super::import::IMPORT_USAGE;
 use crate::error::{Error, Result};
 use crate::shm::region::Memory;
+use crate::shm::slab::SlabInner;
 use crate::shm::slot::RawRange;
 use crate::shm::{Slot, SlotMut, TensorMeta};
 use crate::tensor::{DType, Element, QuantParams, Shape};
@@ -90,8 +91,35 @@ impl GpuTensor<'_> {
         self.writable
     }
 
-    /// The buffer, offset and size to put in a bind group of your own.
-    pub fn binding(&self) -> wgpu::BufferBinding<'_> {
+    /// Offset of the tensor in its buffer (a multiple of the device's
+    /// storage offset alignment).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes bound: the payload rounded up to a multiple of 4.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Length of the whole buffer the tensor lies in (for [`Route::ZeroCopy`],
+    /// an imported chunk holding other slots too).
+    pub fn buffer_size(&self) -> u64 {
+        self.buffer.size()
+    }
+
+    /// The buffer, offset and size, for a bind group of your own. Prefer
+    /// [`Job::dispatch`](super::Job::dispatch), which keeps the tensors
+    /// borrowed until the GPU is done.
+    ///
+    /// # Safety
+    /// On [`Route::ZeroCopy`] the buffer is an import of a whole chunk of
+    /// the slab, other processes' slots included. The caller must touch only
+    /// `[offset, offset + size)` of it, write it only if
+    /// [`GpuTensor::writable`], never destroy or map the buffer, and wait
+    /// for every submission using it to complete before this tensor drops
+    /// (after which the slot may be reused or sent).
+    pub unsafe fn binding(&self) -> wgpu::BufferBinding<'_> {
         wgpu::BufferBinding {
             buffer: &self.buffer,
             offset: self.offset,
@@ -103,8 +131,10 @@ impl GpuTensor<'_> {
 /// The chunks of one segment's data mapping imported into one context.
 struct SegImports {
     mem: Arc<Memory>,
-    /// `None`: the import failed; those slots are staged.
-    chunks: HashMap<(u8, u32), Option<Chunk>>,
+    /// Held by every segment handle, slab and slot of the mapping.
+    owner: Weak<SlabInner>,
+    /// `Err`: the import failed (why); those slots are staged.
+    chunks: HashMap<(u8, u32), std::result::Result<Chunk, String>>,
 }
 
 struct Chunk {
@@ -116,16 +146,16 @@ struct Chunk {
 #[derive(Default)]
 pub(crate) struct ImportCache {
     segs: Vec<SegImports>,
+    /// Why the last failed import failed.
+    last_error: Option<String>,
 }
 
 impl ImportCache {
-    /// Forgets segments nobody else holds any more (each chunk's drop
-    /// callback holds one reference, the cache one).
+    /// Forgets the imports of mappings no segment, slab or slot uses any
+    /// more: nothing can be bound from them again. The driver then destroys
+    /// the imports, and their drop callbacks let the pages be unmapped.
     fn prune(&mut self) {
-        self.segs.retain(|s| {
-            let live = s.chunks.values().filter(|c| c.is_some()).count();
-            Arc::strong_count(&s.mem) > 1 + live
-        });
+        self.segs.retain(|s| s.owner.strong_count() > 0);
     }
 }
 
@@ -380,7 +410,12 @@ impl GpuContext {
             return None;
         }
         let key = (range.class, chunk as u32);
+        let addr = (range.mem.data.base() as u64).wrapping_add(start);
+        if addr % a != 0 {
+            return None; // a heap mapping aligned to less than the import needs
+        }
         let mut cache = self.imports.lock().unwrap_or_else(|p| p.into_inner());
+        cache.prune();
         let pos = match cache
             .segs
             .iter()
@@ -388,25 +423,29 @@ impl GpuContext {
         {
             Some(p) => p,
             None => {
-                cache.prune();
                 cache.segs.push(SegImports {
                     mem: range.mem.clone(),
+                    owner: range.owner.clone(),
                     chunks: HashMap::new(),
                 });
                 cache.segs.len() - 1
             }
         };
-        let seg = &mut cache.segs[pos];
-        // A failed import is remembered (as None) and not retried: those
-        // pages are staged from then on.
-        let c = seg.chunks.entry(key).or_insert_with(|| {
+        let ImportCache { segs, last_error } = &mut *cache;
+        // A failed import is remembered and not retried: those pages are
+        // staged from then on (`GpuContext::import_error` says why).
+        let c = segs[pos].chunks.entry(key).or_insert_with(|| {
             self.checked("importing slab pages", || {
                 imp.import(&self.device, &range.mem, start, end - start)
             })
-            .ok()
             .map(|buffer| Chunk { buffer, start })
+            .map_err(|e| {
+                let why = e.to_string();
+                *last_error = Some(why.clone());
+                why
+            })
         });
-        let c = c.as_ref()?;
+        let c = c.as_ref().ok()?;
         let offset = range.offset - c.start;
         if offset % self.info.offset_alignment != 0 {
             return None;
@@ -414,13 +453,22 @@ impl GpuContext {
         Some((c.buffer.clone(), offset))
     }
 
-    /// How many segments and chunks are imported (for tests and `Debug`).
+    /// How many chunks of slab pages are imported now (one import serves
+    /// every slot of its chunk).
     pub fn imported_chunks(&self) -> usize {
-        let cache = self.imports.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.imports.lock().unwrap_or_else(|p| p.into_inner());
+        cache.prune();
         cache
             .segs
             .iter()
-            .map(|s| s.chunks.values().filter(|c| c.is_some()).count())
+            .map(|s| s.chunks.values().filter(|c| c.is_ok()).count())
             .sum()
+    }
+
+    /// Why the last failed page import failed, if one did (its slots are
+    /// then bound on [`Route::Staged`]).
+    pub fn import_error(&self) -> Option<String> {
+        let cache = self.imports.lock().unwrap_or_else(|p| p.into_inner());
+        cache.last_error.clone()
     }
 }

@@ -95,7 +95,9 @@ pub struct GpuContext {
     pub(crate) kernels: Kernels,
     /// Largest buffer the device accepts (bytes).
     pub(crate) max_buffer: u64,
-    // Dropped last: the device must outlive the imports' drop callbacks.
+    // Kept for the context's lifetime. (The device outlives the imports'
+    // drop callbacks whatever the field order: wgpu's buffers hold their
+    // device.)
     _adapter: wgpu::Adapter,
     _instance: wgpu::Instance,
 }

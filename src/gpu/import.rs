@@ -41,6 +41,20 @@ pub(crate) fn open_with_host_import(
     if !caps.supports_extension(EXT_HOST) {
         return Err("the driver lacks VK_EXT_external_memory_host".into());
     }
+    // The queries below are Vulkan 1.1 entry points, and the buffer import
+    // needs external memory, core in 1.1.
+    let v11 = vk::make_api_version(0, 1, 1, 0);
+    let inst_version = hal_adapter.shared_instance().instance_api_version();
+    let dev_version = caps.properties().api_version;
+    if inst_version < v11 || dev_version < v11 {
+        return Err(format!(
+            "host-memory import needs Vulkan 1.1 (instance {}.{}, device {}.{})",
+            vk::api_version_major(inst_version),
+            vk::api_version_minor(inst_version),
+            vk::api_version_major(dev_version),
+            vk::api_version_minor(dev_version)
+        ));
+    }
     let need_khr = caps.supports_extension(KHR_EXTERNAL);
     let callback = move |args: wgpu::hal::vulkan::CreateDeviceCallbackArgs<'_, '_, '_>| {
         for name in [EXT_HOST, KHR_EXTERNAL] {
@@ -63,6 +77,27 @@ pub(crate) fn open_with_host_import(
 
     let instance = hal_adapter.shared_instance().raw_instance().clone();
     let phd = hal_adapter.raw_physical_device();
+    // Can a buffer with our usages be bound to imported host memory, without
+    // a dedicated allocation?
+    let ext_info = vk::PhysicalDeviceExternalBufferInfo::default()
+        .usage(BUFFER_USAGE)
+        .handle_type(vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT);
+    let mut ext_props = vk::ExternalBufferProperties::default();
+    // SAFETY: a Vulkan 1.1 instance (checked above) and its physical device;
+    // valid input and output structures.
+    unsafe {
+        instance.get_physical_device_external_buffer_properties(phd, &ext_info, &mut ext_props)
+    };
+    let feats = ext_props
+        .external_memory_properties
+        .external_memory_features;
+    if !feats.contains(vk::ExternalMemoryFeatureFlags::IMPORTABLE)
+        || feats.contains(vk::ExternalMemoryFeatureFlags::DEDICATED_ONLY)
+    {
+        return Err(format!(
+            "the driver cannot bind storage buffers to imported host memory ({feats:?})"
+        ));
+    }
     let mut host_props = vk::PhysicalDeviceExternalMemoryHostPropertiesEXT::default();
     let mut props2 = vk::PhysicalDeviceProperties2::default().push_next(&mut host_props);
     // SAFETY: `phd` is the adapter's physical device of this live instance,
@@ -105,6 +140,13 @@ pub(crate) fn open_with_host_import(
     ))
 }
 
+/// The Vulkan usages of a buffer of imported pages (matching [`IMPORT_USAGE`]).
+const BUFFER_USAGE: vk::BufferUsageFlags = vk::BufferUsageFlags::from_raw(
+    vk::BufferUsageFlags::STORAGE_BUFFER.as_raw()
+        | vk::BufferUsageFlags::TRANSFER_SRC.as_raw()
+        | vk::BufferUsageFlags::TRANSFER_DST.as_raw(),
+);
+
 /// What a buffer of imported pages must be usable for.
 pub(crate) const IMPORT_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
@@ -124,8 +166,9 @@ impl HostImporter {
             .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::TRANSFER_WRITE)
             .dst_access_mask(vk::AccessFlags::HOST_READ);
         // SAFETY: the callback records one barrier into the encoder's open
-        // command buffer and neither ends nor destroys it; nothing else
-        // touches the wgpu encoder meanwhile. The ash device is the one the
+        // command buffer and neither ends nor destroys it. This encoder is
+        // used only through the raw API (wgpu-core forbids mixing the two in
+        // one encoder) and is then finished. The ash device is the one the
         // encoder belongs to.
         let recorded = unsafe {
             enc.as_hal_mut::<Hal, _, _>(|e| {
@@ -147,8 +190,9 @@ impl HostImporter {
     }
 
     /// Imports `len` bytes of `mem`'s data mapping from `offset` as one wgpu
-    /// buffer. `offset` and `len` must be multiples of [`Self::alignment`]
-    /// and lie inside the mapping. The buffer keeps `mem` mapped until the
+    /// buffer. The address and `len` must be multiples of
+    /// [`Self::alignment`] and the range must lie inside the mapping
+    /// (checked: an error otherwise). The buffer keeps `mem` mapped until the
     /// driver has destroyed the import.
     pub(crate) fn import(
         &self,
@@ -158,8 +202,9 @@ impl HostImporter {
         len: u64,
     ) -> Result<wgpu::Buffer> {
         let map_len = mem.data.len() as u64;
+        let addr = (mem.data.base() as u64).wrapping_add(offset);
         if len == 0
-            || offset % self.alignment != 0
+            || addr % self.alignment != 0
             || len % self.alignment != 0
             || offset.checked_add(len).is_none_or(|end| end > map_len)
         {
@@ -196,11 +241,7 @@ impl HostImporter {
         let mut ext_info = vk::ExternalMemoryBufferCreateInfo::default().handle_types(handle_type);
         let buf_info = vk::BufferCreateInfo::default()
             .size(len)
-            .usage(
-                vk::BufferUsageFlags::STORAGE_BUFFER
-                    | vk::BufferUsageFlags::TRANSFER_SRC
-                    | vk::BufferUsageFlags::TRANSFER_DST,
-            )
+            .usage(BUFFER_USAGE)
             .sharing_mode(vk::SharingMode::EXCLUSIVE)
             .push_next(&mut ext_info);
         // SAFETY: a valid create info for this device.
@@ -239,7 +280,7 @@ impl HostImporter {
             .memory_type_index(type_index)
             .push_next(&mut import);
         // SAFETY: the host pointer and size are multiples of
-        // minImportedHostPointerAlignment, the pages are mapped and stay so
+        // minImportedHostPointerAlignment (checked on entry), the pages are mapped and stay so
         // while the import lives (the drop callback below holds `mem`), and
         // the memory type is one the driver reported for this pointer.
         let memory = match unsafe { self.device.allocate_memory(&alloc, None) } {

@@ -74,6 +74,16 @@ fn arg<'t>(t: &'t GpuTensor<'_>) -> Arg<'t> {
     }
 }
 
+/// Waits for the GPU when dropped (see `Job::run`).
+struct WaitOnDrop<'c>(&'c GpuContext);
+
+impl Drop for WaitOnDrop<'_> {
+    fn drop(&mut self) {
+        // An error here means a lost device: its work has stopped either way.
+        let _ = self.0.wait_idle();
+    }
+}
+
 impl GpuContext {
     /// A new, empty job on this context.
     pub fn job<'j>(&self) -> Job<'_, 'j> {
@@ -329,12 +339,20 @@ impl<'j> Job<'_, 'j> {
     /// Records a compute pipeline of your own: `tensors[i]` is bound at
     /// `@group(0) @binding(i)` (declare them `var<storage, read_write>`:
     /// zero-copy tensors of one segment may share a buffer, and wgpu forbids
-    /// read-only and read-write use of one buffer in a dispatch). Writable
-    /// staged tensors are copied back into their slots by [`Job::run`].
+    /// read-only and read-write use of one buffer in a dispatch). wgpu
+    /// keeps every access inside each tensor's range. Writable staged
+    /// tensors are copied back into their slots by [`Job::run`].
+    ///
+    /// # Safety
+    /// The shader must not write a tensor that is not
+    /// [`writable`](GpuTensor::writable): a read-only tensor on
+    /// [`Route::ZeroCopy`] is a published slot other readers see (and, for
+    /// a receiver, pages mapped read-only, where a write faults the
+    /// process). The built-in kernels never write their inputs.
     ///
     /// # Errors
     /// [`Error::Gpu`] if wgpu rejects the bind group or the dispatch.
-    pub fn dispatch(
+    pub unsafe fn dispatch(
         &mut self,
         pipeline: &wgpu::ComputePipeline,
         tensors: &[&'j GpuTensor<'_>],
@@ -348,7 +366,11 @@ impl<'j> Job<'_, 'j> {
                 .enumerate()
                 .map(|(i, t)| wgpu::BindGroupEntry {
                     binding: i as u32,
-                    resource: wgpu::BindingResource::Buffer(t.binding()),
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &t.buffer,
+                        offset: t.offset,
+                        size: wgpu::BufferSize::new(t.size),
+                    }),
                 })
                 .collect();
             let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -383,6 +405,9 @@ impl<'j> Job<'_, 'j> {
             zero_copy_out,
             ..
         } = self;
+        // From here on, however this function ends (error, panic), it
+        // first waits for the GPU: the tensors' borrows end when it returns.
+        let _wait = WaitOnDrop(ctx);
         let staging: Vec<wgpu::Buffer> = ctx.checked("submitting a job", || {
             let staging: Vec<wgpu::Buffer> = writebacks
                 .iter()
@@ -419,7 +444,9 @@ impl<'j> Job<'_, 'j> {
             // SAFETY: `wb` points at the payload of a slot borrowed mutably
             // (through its GpuTensor) for at least 'j, which this job still
             // borrows; the payload is `wb.len` bytes, and `bytes` (rounded up
-            // to 4) is at least that long.
+            // to 4) is at least that long. GpuTensor is neither Send nor
+            // Sync (it holds this raw pointer), so no other thread reads the
+            // payload through a shared reference to the binding meanwhile.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), wb.ptr, wb.len) };
         }
         Ok(())

@@ -51,11 +51,15 @@
 //! # Safety of the shared bytes
 //!
 //! A binding borrows its slot ([`GpuContext::bind`] takes `&Slot`,
-//! [`GpuContext::bind_mut`] `&mut SlotMut`), and a [`Job`] borrows its
-//! bindings; [`Job::run`] returns only after the GPU has finished. So a slot
-//! cannot be released, reused or sent while a submission still uses it, and
-//! a consumer never sees an output before the GPU wrote it. Imported pages
-//! keep their segment mapped until the driver has destroyed the import.
+//! [`GpuContext::bind_mut`] `&mut SlotMut`), a [`Job`] borrows its
+//! bindings, and [`Job::run`] returns (or unwinds) only after the GPU has
+//! finished. So through the safe API a slot cannot be released, reused or
+//! sent while a submission uses it, a consumer never sees an output before
+//! the GPU wrote it, and kernels write only tensors bound writable. Imported
+//! pages stay mapped until the driver has destroyed the import. Two doors
+//! are `unsafe`, with their contracts: [`GpuTensor::binding`] (the raw
+//! buffer, which for zero-copy is a whole chunk of the slab) and
+//! [`Job::dispatch`] (a shader of yours must not write read-only tensors).
 //!
 //! Sending a loan while a binding of it lives does not compile:
 //!

@@ -219,6 +219,7 @@ impl SlotRef {
     fn raw_range(&self) -> RawRange {
         let c = self.slab.class(self.class);
         RawRange {
+            owner: std::sync::Arc::downgrade(&self.slab.inner),
             mem: self.slab.inner.mem.clone(),
             offset: self.data_offset(),
             len: self.len(),
@@ -242,6 +243,9 @@ impl SlotRef {
 /// Where a slot's payload lies in its data mapping (see `SlotRef::raw_range`).
 #[cfg(feature = "gpu")]
 pub(crate) struct RawRange {
+    /// The slab's state, held by every segment handle, slab and slot of
+    /// this mapping: when none is left, nobody can bind from it again.
+    pub(crate) owner: std::sync::Weak<super::slab::SlabInner>,
     /// The mappings; the data mapping holds the payload.
     pub(crate) mem: std::sync::Arc<super::region::Memory>,
     /// Payload offset in the data mapping.
