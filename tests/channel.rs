@@ -9,10 +9,38 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use psyne::shm::hook::{self, Point};
 use psyne::{channel, Error, Receiver, Sender, Shape};
 
 const ROLE: &str = "PSYNE_TEST_ROLE";
 const URI: &str = "PSYNE_TEST_URI";
+/// The crash point a child stops at (see `arm_from_env`).
+const POINT: &str = "PSYNE_TEST_POINT";
+
+/// Tells the parent where we are, then waits to be killed.
+fn park() {
+    use std::io::Write;
+    println!("parked");
+    std::io::stdout().flush().unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+/// Arms the crash point named by `PSYNE_TEST_POINT`, if any.
+fn arm_from_env() {
+    let Ok(name) = std::env::var(POINT) else {
+        return;
+    };
+    let point = match name.as_str() {
+        "send-before-claim" => Point::SendBeforeClaim,
+        "send-after-claim" => Point::SendAfterClaim,
+        "recv-after-claim" => Point::RecvAfterClaim,
+        "subscriber-reading" => Point::SubscriberReading,
+        p => panic!("unknown crash point {p}"),
+    };
+    hook::arm(point, park);
+}
 
 fn in_child() -> bool {
     std::env::var_os(ROLE).is_some()
@@ -65,6 +93,30 @@ fn child_entry() {
     };
     let uri = std::env::var(URI).unwrap();
     match role.as_str() {
+        "park-sender" => {
+            // Sends one message and stops at the armed point inside the send.
+            let tx = Sender::connect(&uri).unwrap();
+            arm_from_env();
+            tx.send_copy(&Shape::vector(2), &[-1i64, -1]).unwrap();
+            println!("sent without stopping");
+        }
+        "park-receiver" => {
+            // Receives one message and stops at the armed point inside it.
+            let rx = Receiver::connect(&uri).unwrap();
+            arm_from_env();
+            println!("ready");
+            let _m = rx.recv();
+            println!("received without stopping");
+        }
+        "bc-hoarder" => {
+            // A subscriber that receives 5 messages, keeps the views, and
+            // waits to be killed (with more messages unread behind them).
+            let rx = Receiver::connect(&uri).unwrap();
+            println!("ready");
+            let held: Vec<_> = (0..5).map(|_| rx.recv().unwrap()).collect();
+            println!("holding {}", held.len());
+            std::thread::sleep(Duration::from_secs(60));
+        }
         "consumer" => {
             let rx = Receiver::connect(&uri).unwrap();
             recv_n(&rx, 2000, 1000);
@@ -78,24 +130,41 @@ fn child_entry() {
         }
         "mpmc-producer" => {
             let id: i64 = std::env::var("PSYNE_TEST_ID").unwrap().parse().unwrap();
+            let n: i64 = std::env::var("PSYNE_TEST_COUNT").unwrap().parse().unwrap();
             let tx = Sender::connect(&uri).unwrap();
-            for s in 0..3000i64 {
+            for s in 0..n {
                 tx.send_copy(&Shape::vector(2), &[id, s]).unwrap();
             }
         }
         "mpmc-consumer" => {
+            // Checks the order per producer; reports, per producer, how
+            // many messages came and the sum and sum of squares of their
+            // sequence numbers (the parent checks exactly-once with them).
             let rx = Receiver::connect(&uri).unwrap();
             println!("ready");
             let mut last = [-1i64; 2];
-            let mut got = Vec::new();
+            let mut stats = [(0u64, 0u128, 0u128); 2];
             for m in rx.iter() {
                 let t = m.tensor::<i64>().unwrap();
                 let (p, s) = (t[0] as usize, t[1]);
                 assert!(s > last[p], "producer {p}: {s} after {}", last[p]);
                 last[p] = s;
-                got.push(format!("{p}:{s}"));
+                let st = &mut stats[p];
+                st.0 += 1;
+                st.1 += s as u128;
+                st.2 += (s as u128) * (s as u128);
             }
-            println!("got {}", got.join(" "));
+            for (p, (n, sum, squares)) in stats.iter().enumerate() {
+                println!("got {p} {n} {sum} {squares}");
+            }
+        }
+        "hoard-all" => {
+            // Takes 16 messages (every slot of a 64 KiB slab), keeps them.
+            let rx = Receiver::connect(&uri).unwrap();
+            println!("ready");
+            let held: Vec<_> = (0..16).map(|_| rx.recv().unwrap()).collect();
+            println!("holding {}", held.len());
+            std::thread::sleep(Duration::from_secs(60));
         }
         "hoarder" => {
             // Takes 10 messages, keeps the views, and waits to be killed.
@@ -194,7 +263,7 @@ fn mpmc_four_producers_four_consumers_every_message_once() {
         return;
     }
     let uri = format!("memory://{}?capacity=64&pattern=mpmc", name("mpmc"));
-    let per = 5_000u64;
+    let per = 250_000u64;
     let producers: Vec<_> = (0..4u64)
         .map(|p| {
             let uri = uri.clone();
@@ -503,10 +572,10 @@ fn broadcast_to_subscriber_processes() {
     }
 }
 
-/// `producers` producer processes send 3000 messages each to `consumers`
+/// `producers` producer processes send `per` messages each to `consumers`
 /// consumer processes over an ipc:// channel of `pattern`: every message
 /// arrives exactly once, in order per producer (checked in the consumers).
-fn across_processes(pattern: &str, producers: usize, consumers: usize) {
+fn across_processes(pattern: &str, producers: usize, consumers: usize, per: u64) {
     use std::io::{BufReader, Read};
     let uri = format!(
         "ipc://{}?capacity=32&slab=8MiB&pattern={pattern}",
@@ -527,6 +596,7 @@ fn across_processes(pattern: &str, producers: usize, consumers: usize) {
         .map(|id| {
             child("mpmc-producer", &uri)
                 .env("PSYNE_TEST_ID", id.to_string())
+                .env("PSYNE_TEST_COUNT", per.to_string())
                 .spawn()
                 .unwrap()
         })
@@ -535,21 +605,33 @@ fn across_processes(pattern: &str, producers: usize, consumers: usize) {
         assert!(p.wait().unwrap().success(), "a producer failed");
     }
     drop(keep);
-    let mut all = Vec::new();
+    let mut totals = vec![(0u64, 0u128, 0u128); producers];
     for (mut kid, mut out) in kids {
         let mut text = String::new();
         out.read_to_string(&mut text).unwrap();
         assert!(kid.wait().unwrap().success(), "a consumer failed");
-        let line = text.lines().find(|l| l.starts_with("got")).unwrap_or("got");
-        all.extend(line.split_whitespace().skip(1).map(str::to_string));
+        for line in text.lines().filter(|l| l.starts_with("got ")) {
+            let v: Vec<u128> = line[4..]
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect();
+            if let Some(t) = totals.get_mut(v[0] as usize) {
+                t.0 += v[1] as u64;
+                t.1 += v[2];
+                t.2 += v[3];
+            }
+        }
     }
-    all.sort();
-    let mut want: Vec<String> = (0..producers)
-        .flat_map(|p| (0..3000).map(move |s| format!("{p}:{s}")))
-        .collect();
-    want.sort();
-    assert_eq!(all.len(), want.len(), "lost or duplicated messages");
-    assert_eq!(all, want);
+    // Exactly once: the count, the sum and the sum of squares of 0..per
+    // (a duplicate and a loss cannot leave all three unchanged).
+    let n = per as u128;
+    let want = (per, n * (n - 1) / 2, (n - 1) * n * (2 * n - 1) / 6);
+    for (p, t) in totals.iter().enumerate() {
+        assert_eq!(
+            *t, want,
+            "{pattern}: producer {p}: lost or duplicated messages"
+        );
+    }
 }
 
 #[test]
@@ -557,10 +639,11 @@ fn every_pattern_between_processes_every_message_once() {
     if in_child() {
         return;
     }
-    across_processes("mpmc", 2, 2);
-    across_processes("mpsc", 2, 1);
-    across_processes("spmc", 1, 2);
-    across_processes("spsc", 1, 1);
+    let per = 250_000;
+    across_processes("mpmc", 2, 2, per);
+    across_processes("mpsc", 2, 1, per);
+    across_processes("spmc", 1, 2, per);
+    across_processes("spsc", 1, 1, per);
 }
 
 /// A minimal executor: polls on the calling thread, parks between polls.
@@ -744,4 +827,375 @@ fn a_producer_killed_holding_a_loan_is_reaped() {
     let tx = Sender::connect(&uri).unwrap();
     tx.send_copy(&Shape::vector(1), &[1.0f32]).unwrap();
     assert_eq!(rx.recv().unwrap().tensor::<f32>().unwrap()[0], 1.0);
+}
+
+/// Starts `role` with crash point `point` armed and waits until the child
+/// has stopped there (or, for receivers, is ready to receive).
+fn parked_child(
+    role: &str,
+    uri: &str,
+    point: &str,
+    until: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut kid = child(role, uri).env(POINT, point).spawn().unwrap();
+    let mut out = std::io::BufReader::new(kid.stdout.take().unwrap());
+    wait_for(&mut out, until);
+    (kid, out)
+}
+
+/// A producer process is killed inside a send at `point` (after claiming a
+/// ring position and before publishing it, or before claiming one). The
+/// consumers are not stalled: every message of the live producers arrives,
+/// in order, the dead producer's message is dropped (counted), its slot is
+/// freed, and a single-producer channel takes a new producer.
+fn producer_killed_mid_send(pattern: &str, point: &str) {
+    let n = name(&format!("midsend-{pattern}"));
+    let uri = format!("ipc://{n}?capacity=8&slab=8MiB&pattern={pattern}");
+    let rx = Receiver::connect(&uri).unwrap();
+    let seg = psyne::Segment::open(&n).unwrap();
+    let (mut kid, _out) = parked_child("park-sender", &uri, point, "parked");
+    let multi = matches!(pattern, "mpmc" | "mpsc");
+    let live = multi.then(|| {
+        let tx = Sender::connect(&uri).unwrap();
+        std::thread::spawn(move || {
+            // More than the capacity: this producer blocks on the stalled
+            // ring until the dead one is reaped.
+            for s in 0..50i64 {
+                tx.send_copy(&Shape::vector(2), &[1, s]).unwrap();
+            }
+        })
+    });
+    if point == "send-after-claim" && multi {
+        // The claimed position holds everything behind it back.
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(300)),
+            Err(Error::Timeout(_))
+        ));
+    }
+    let killed = std::time::Instant::now();
+    kill9(&mut kid);
+    if let Some(live) = live {
+        for s in 0..50i64 {
+            let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(&*m.tensor::<i64>().unwrap(), &[1, s], "{pattern}: order");
+        }
+        live.join().unwrap();
+    }
+    // The dead producer is uncounted: with no producer left, disconnected.
+    assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+    assert!(killed.elapsed() < Duration::from_secs(5), "reaped late");
+    let (sent, received, dropped) = rx.counts();
+    let want_sent = if multi { 50 } else { 0 } + (point == "send-after-claim") as u64;
+    assert_eq!(
+        (sent, received, dropped),
+        (want_sent, want_sent - dropped, dropped),
+        "{pattern}: counts"
+    );
+    assert_eq!(dropped, (point == "send-after-claim") as u64);
+    assert_eq!(
+        seg.slab().used_slots(),
+        0,
+        "{pattern}: the dead producer's slot was freed"
+    );
+    // A new producer takes the dead one's place.
+    let tx = Sender::connect(&uri).unwrap();
+    tx.send_copy(&Shape::vector(1), &[9u8]).unwrap();
+    assert_eq!(rx.recv().unwrap().tensor::<u8>().unwrap()[0], 9);
+    drop(tx);
+    assert_eq!(seg.slab().used_slots(), 0);
+}
+
+#[test]
+fn a_producer_killed_between_claim_and_publish_stalls_no_consumer() {
+    if in_child() {
+        return;
+    }
+    producer_killed_mid_send("mpmc", "send-after-claim");
+    producer_killed_mid_send("spmc", "send-after-claim");
+}
+
+#[test]
+fn a_producer_killed_before_its_message_reaches_the_ring_leaks_nothing() {
+    if in_child() {
+        return;
+    }
+    producer_killed_mid_send("spsc", "send-before-claim");
+    producer_killed_mid_send("mpsc", "send-before-claim");
+}
+
+/// A consumer process is killed inside a receive, after it took the
+/// message's slot and before it let go of the ring position. The message
+/// it took is gone with it (received, then dropped: its slot is freed);
+/// the producer is not stalled when the ring wraps onto that position, and
+/// another consumer gets everything else, in order.
+fn consumer_killed_mid_receive(pattern: &str) {
+    let n = name(&format!("midrecv-{pattern}"));
+    let uri = format!("ipc://{n}?capacity=4&slab=8MiB&pattern={pattern}");
+    let tx = Sender::connect(&uri).unwrap();
+    let seg = psyne::Segment::open(&n).unwrap();
+    let (mut kid, mut out) = parked_child("park-receiver", &uri, "recv-after-claim", "ready");
+    let single = pattern == "spsc";
+    if single {
+        // The ring's capacity, so that nothing blocks: a single-consumer
+        // channel has no receiver between the dead one's reaping and the
+        // next one's arrival, and a send would be disconnected then.
+        for i in 0..4u32 {
+            tx.send_copy(&Shape::vector(1), &[i]).unwrap();
+        }
+        wait_for(&mut out, "parked");
+        assert_eq!(seg.slab().used_slots(), 4);
+        kill9(&mut kid);
+        let rx = Receiver::connect(&uri).unwrap();
+        for i in 1..4u32 {
+            let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(m.tensor::<u32>().unwrap()[0], i, "{pattern}");
+        }
+        assert!(matches!(rx.try_recv(), Ok(None)));
+    } else {
+        tx.send_copy(&Shape::vector(1), &[0u32]).unwrap();
+        wait_for(&mut out, "parked");
+        assert_eq!(seg.slab().used_slots(), 1);
+        let rx = Receiver::connect(&uri).unwrap();
+        // More than the ring holds: the producer wraps onto the position
+        // the dead consumer holds, and waits until it is reaped.
+        let sender = std::thread::spawn(move || {
+            for i in 1..=20u32 {
+                tx.send_copy(&Shape::vector(1), &[i]).unwrap();
+            }
+            tx
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        kill9(&mut kid);
+        for i in 1..=20u32 {
+            let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(m.tensor::<u32>().unwrap()[0], i, "{pattern}");
+        }
+        drop(sender.join().unwrap());
+        assert!(matches!(rx.try_recv(), Err(Error::Disconnected(_))));
+    }
+    assert_eq!(
+        seg.slab().used_slots(),
+        0,
+        "{pattern}: the dead consumer's slot was freed"
+    );
+}
+
+#[test]
+fn a_consumer_killed_between_taking_and_releasing_a_message_stalls_nobody() {
+    if in_child() {
+        return;
+    }
+    consumer_killed_mid_receive("mpmc");
+    consumer_killed_mid_receive("spsc");
+}
+
+#[test]
+fn a_killed_subscribers_views_and_unread_messages_are_released() {
+    if in_child() {
+        return;
+    }
+    let n = name("bc-kill");
+    let uri = format!("ipc://{n}?capacity=8&slab=8MiB&pattern=broadcast");
+    let tx = Sender::connect(&uri).unwrap();
+    let seg = psyne::Segment::open(&n).unwrap();
+    let mut victim = child("bc-hoarder", &uri).spawn().unwrap();
+    let mut out = std::io::BufReader::new(victim.stdout.take().unwrap());
+    wait_for(&mut out, "ready");
+    let survivor = Receiver::connect(&uri).unwrap();
+    let total = 40u64;
+    let reader = std::thread::spawn(move || {
+        for m in 0..total {
+            let got = survivor.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(got.meta().unwrap().seq, m, "the survivor missed nothing");
+        }
+        // Caught up: a receive that finds nothing gives back what every
+        // subscriber has read.
+        assert!(matches!(survivor.try_recv(), Ok(None)));
+        survivor
+    });
+    let send = |m: u64| {
+        let mut loan = tx.loan::<f32>(&Shape::vector(100)).unwrap();
+        loan.set_seq(m);
+        loan.send().unwrap();
+    };
+    (0..5).for_each(send);
+    wait_for(&mut out, "holding 5");
+    // 3 more that the victim will never read; then more than the ring
+    // holds, so that the publisher waits for the victim until it is reaped.
+    (5..8).for_each(send);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        seg.slab().used_slots() >= 8,
+        "held by the ring and the views"
+    );
+    let killed = std::time::Instant::now();
+    kill9(&mut victim);
+    (8..total).for_each(send);
+    assert!(killed.elapsed() < Duration::from_secs(5), "reaped late");
+    let survivor = reader.join().unwrap();
+    assert_eq!(
+        seg.slab().used_slots(),
+        0,
+        "the dead subscriber's views and unread messages were released"
+    );
+    // The dead subscriber's record is free again: 63 subscribers fit (the
+    // survivor and 62 more), not one more.
+    let more: Vec<_> = (0..62).map(|_| Receiver::connect(&uri).unwrap()).collect();
+    assert!(matches!(
+        Receiver::connect(&uri),
+        Err(Error::TooManyEndpoints { .. })
+    ));
+    drop((more, survivor, tx));
+    assert_eq!(seg.slab().used_slots(), 0);
+}
+
+#[test]
+fn a_subscriber_killed_while_reading_does_not_hold_a_drop_oldest_publisher() {
+    if in_child() {
+        return;
+    }
+    let n = name("bc-reading");
+    let uri = format!("ipc://{n}?capacity=2&slab=8MiB&pattern=broadcast&policy=drop_oldest");
+    let tx = Sender::connect(&uri).unwrap();
+    let seg = psyne::Segment::open(&n).unwrap();
+    let (mut victim, mut out) = parked_child("park-receiver", &uri, "subscriber-reading", "ready");
+    // A live subscriber that does not read: drop_oldest passes it by.
+    let survivor = Receiver::connect(&uri).unwrap();
+    tx.send_copy(&Shape::vector(1), &[0u32]).unwrap();
+    wait_for(&mut out, "parked");
+    // The victim is between claiming message 0 and recording its view. A
+    // drop_oldest publisher overwriting message 0 waits for that (a few
+    // instructions in a live process) ...
+    let publisher = std::thread::spawn(move || {
+        for i in 1..=10u32 {
+            tx.send_copy(&Shape::vector(1), &[i]).unwrap();
+        }
+        tx
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !publisher.is_finished(),
+        "the publisher waits for the reader"
+    );
+    // ... and no longer than until the reader is found dead.
+    kill9(&mut victim);
+    let tx = publisher.join().unwrap();
+    // The survivor was lapped: it is told, then reads what is left.
+    assert!(matches!(survivor.recv(), Err(Error::Lagged { missed: 9 })));
+    assert_eq!(survivor.recv().unwrap().tensor::<u32>().unwrap()[0], 9);
+    assert_eq!(survivor.recv().unwrap().tensor::<u32>().unwrap()[0], 10);
+    drop((tx, survivor));
+    assert_eq!(seg.slab().used_slots(), 0);
+}
+
+#[test]
+fn endpoints_report_pid_start_time_and_heartbeat() {
+    if in_child() {
+        return;
+    }
+    let n = name("heartbeat");
+    let uri = format!("ipc://{n}?capacity=4&slab=1MiB");
+    let tx = Sender::connect(&uri).unwrap();
+    let rx = Receiver::connect(&uri).unwrap();
+    let seg = psyne::Segment::open(&n).unwrap();
+    // The receiver waits (and so beats every 100 ms); the sender is idle.
+    let waiter = std::thread::spawn(move || {
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(800)),
+            Err(Error::Timeout(_))
+        ));
+        rx
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let info = psyne::channel::inspect(&seg).unwrap().unwrap();
+    let me = std::process::id();
+    assert_eq!(info.participants.len(), 2);
+    for e in &info.participants {
+        assert_eq!(e.pid, me);
+        assert!(e.alive && e.started > 0);
+    }
+    let age = |side| {
+        info.participants
+            .iter()
+            .find(|e| e.side == side)
+            .unwrap()
+            .heartbeat_age()
+            .unwrap()
+    };
+    assert!(
+        age("receiver") < Duration::from_millis(300),
+        "a waiter beats"
+    );
+    assert!(
+        age("sender") >= Duration::from_millis(400),
+        "an idle endpoint does not"
+    );
+    assert_eq!(
+        info.endpoints,
+        info.participants
+            .iter()
+            .map(|e| (e.pid, e.side, e.alive))
+            .collect::<Vec<_>>()
+    );
+    drop((waiter.join().unwrap(), tx));
+}
+
+#[test]
+fn a_sender_waiting_for_slots_a_killed_consumer_held_gets_them() {
+    if in_child() {
+        return;
+    }
+    use std::io::BufReader;
+    let n = name("slab-held");
+    let uri = format!("ipc://{n}?capacity=32&slab=64KiB&pattern=mpmc");
+    let tx = Sender::connect(&uri).unwrap();
+    let mut kid = child("hoard-all", &uri).spawn().unwrap();
+    let mut out = BufReader::new(kid.stdout.take().unwrap());
+    wait_for(&mut out, "ready");
+    let _idle = Receiver::connect(&uri).unwrap(); // keeps the channel up
+    send_n(&tx, 16, 1000);
+    wait_for(&mut out, "holding 16");
+    // The slab is full; a loan waits (policy block, no timeout) until the
+    // sender itself finds the hoarder dead and frees its views.
+    let (done, got) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let loan = tx.loan::<f32>(&Shape::vector(1000)).unwrap();
+        drop(loan);
+        done.send(()).unwrap();
+    });
+    assert!(
+        got.recv_timeout(Duration::from_millis(200)).is_err(),
+        "the slab is full"
+    );
+    kill9(&mut kid);
+    got.recv_timeout(Duration::from_secs(5))
+        .expect("the loan came once the hoarder was reaped");
+    waiter.join().unwrap();
+}
+
+#[test]
+fn a_publisher_killed_mid_send_leaks_nothing() {
+    if in_child() {
+        return;
+    }
+    for point in ["send-after-claim", "send-before-claim"] {
+        let n = name("bc-pub");
+        let uri = format!("ipc://{n}?capacity=4&slab=8MiB&pattern=broadcast");
+        let rx = Receiver::connect(&uri).unwrap();
+        let seg = psyne::Segment::open(&n).unwrap();
+        let (mut kid, _out) = parked_child("park-sender", &uri, point, "parked");
+        kill9(&mut kid);
+        assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+        assert_eq!(seg.slab().used_slots(), 0, "{point}");
+        // A new publisher goes on where the dead one stopped.
+        let tx = Sender::connect(&uri).unwrap();
+        tx.send_copy(&Shape::vector(1), &[5u8]).unwrap();
+        assert_eq!(rx.recv().unwrap().tensor::<u8>().unwrap()[0], 5);
+        drop(tx);
+        assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+        assert_eq!(seg.slab().used_slots(), 0, "{point}");
+    }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Read one tensor from a psyne shared-memory segment (layout version 1).
+"""Read one tensor from a psyne shared-memory segment (layout version 2).
 
 Written from docs/layout.md alone. Standard library only; if numpy is
 importable, the tensor is also built as a numpy array (read_tensor()).
@@ -28,15 +28,15 @@ except ImportError:  # numpy is optional
 
 MAGIC = b"PSYNESHM"
 SLAB_MAGIC = 0x31424C53  # b"SLB1"
-VERSION, HEADER_SIZE, PAGE, MAX_AREAS, MAX_CLASSES = 1, 512, 4096, 13, 16
+VERSION, HEADER_SIZE, PAGE, MAX_AREAS, MAX_CLASSES = 2, 512, 4096, 13, 16
 NIL, MAX_SLOT_SIZE = 0xFFFFFFFF, 2**32 - 4096
 F32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
 HEADER = struct.Struct("<8sIIQQQQIIIIII24x")  # 96 bytes, then 13 area entries
 AREA = struct.Struct("<IIQQ8x")  # 32 bytes
 SLAB_META = struct.Struct("<IIIIQQ96x")  # 128 bytes
-CLASS = struct.Struct("<QIIQQ32xQQ48x")  # 128 bytes: descriptor + hot line (head, failures)
-SLOT = struct.Struct("<QII")  # slot header atomics: state, owner_pid, next_free
-WRITER = 1 << 31  # holders bit: the slot is still being written
+CLASS = struct.Struct("<QIIQQQ24xQQ48x")  # 128 bytes: descriptor + hot line (cursor, failures)
+SLOT = struct.Struct("<QII")  # slot header atomics: state, owner_pid, reserved
+WRITER = 1 << 31  # holders bit: the slot is still being written (the low bits name the writer)
 TENSOR = struct.Struct("<QBBBxIQ8QQQfi")  # 112 bytes at slot header offset 16
 # code: (name, struct char, values per element) for the plain dtypes
 PLAIN = {0: ("raw", "B", 1), 1: ("f32", "f", 1), 2: ("f64", "d", 1), 3: ("f16", "e", 1),
@@ -177,7 +177,7 @@ class Segment:
             raise bad("slab sizes exceed their areas")
         self.classes, prev_data, prev_hdr = [], 0, 128 + 128 * n
         for i, r in enumerate(recs):
-            ssize, count, salign, cdoff, hoff, head, failures = CLASS.unpack(r)
+            ssize, count, salign, cdoff, hoff, foff, cursor, failures = CLASS.unpack(r)
             align = PAGE if ssize >= PAGE else 256
             if ssize == 0 or ssize > MAX_SLOT_SIZE or ssize % align:
                 raise bad(f"size class {i}: slot size {ssize}")
@@ -192,8 +192,13 @@ class Segment:
             prev_data, prev_hdr = cdoff + ssize * count, hoff + 128 * count
             self.classes.append({"class": i, "slot_size": ssize, "slot_count": count,
                                  "slot_align": salign, "data_offset": cdoff, "headers_offset": hoff,
-                                 "free_head": None if head & NIL == NIL else head & NIL,
-                                 "free_tag": head >> 32, "failures": failures})
+                                 "free_bitmap_offset": foff, "failures": failures})
+        prev_bits = prev_hdr  # free bitmaps follow every class's slot headers
+        for c in self.classes:
+            foff, words = c["free_bitmap_offset"], (c["slot_count"] + 63) // 64
+            if foff < prev_bits or foff % 8 or foff + 8 * words > sctl:
+                raise bad(f"size class {c['class']}: free bitmap overlaps or leaves the slab area")
+            prev_bits = foff + 8 * words
 
     def slot_state(self, c, k):
         """(file offset of slot k's header, generation, holders)."""

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use waker::{AsyncWaiter, Which};
 
-pub use shared::Config;
+pub use shared::{Config, EndpointInfo};
 use shared::{Joined, Shared, Side};
 pub use uri::{ChannelUri, Pattern, Policy, Transport};
 
@@ -84,8 +84,12 @@ pub struct ChannelInfo {
     pub received: u64,
     /// See `sent`.
     pub dropped: u64,
-    /// Registered endpoints: process id, side, whether the process lives.
+    /// Registered endpoints: process id, side, whether the process lives
+    /// (the short form of `participants`).
     pub endpoints: Vec<(u32, &'static str, bool)>,
+    /// Registered endpoints in full: process, side, liveness, start time,
+    /// last heartbeat.
+    pub participants: Vec<EndpointInfo>,
 }
 
 /// The channel state of a segment, if it holds a channel (for tools such as
@@ -100,6 +104,7 @@ pub fn inspect(seg: &crate::Segment) -> Result<Option<ChannelInfo>> {
     }
     let s = Shared::attach(seg.clone())?;
     let (sent, received, dropped) = s.stats();
+    let participants = s.participants();
     Ok(Some(ChannelInfo {
         config: s.config,
         senders: s.senders(),
@@ -108,7 +113,11 @@ pub fn inspect(seg: &crate::Segment) -> Result<Option<ChannelInfo>> {
         sent,
         received,
         dropped,
-        endpoints: s.participants(),
+        endpoints: participants
+            .iter()
+            .map(|e| (e.pid, e.side, e.alive))
+            .collect(),
+        participants,
     }))
 }
 
@@ -225,18 +234,36 @@ impl Sender {
 
     fn alloc(&self, nbytes: u64) -> Result<SlotMut> {
         let shared = &self.ep.shared;
+        let part = self.ep.joined.part;
+        let mut reaped: Option<Instant> = None;
+        let mut tries = 0u32;
         // A broadcast ring holds a reference to each message until every
         // subscriber has read it: release those before (each) attempt.
-        let reclaim = || {
+        // While it waits for a slot, the sender looks for dead peers (one
+        // may hold the slots) and beats its heart, as any waiting endpoint
+        // (the clock is read only once it has had to wait).
+        let before_try = || {
             if shared.is_broadcast() {
-                shared.reclaim(0);
+                shared.reclaim(0, None);
+            }
+            tries += 1;
+            if tries > 1 {
+                let now = Instant::now();
+                let since = *reaped.get_or_insert(now);
+                if now.duration_since(since) >= shared::REAP_INTERVAL {
+                    shared.beat(part);
+                    shared.reap();
+                    reaped = Some(now);
+                }
             }
         };
         let slab = shared.seg.slab();
         if shared.config.policy == Policy::Block {
-            slab.alloc_wait(nbytes, shared.config.timeout, reclaim)
+            slab.alloc_wait(nbytes, shared.config.timeout, before_try)
         } else {
-            reclaim();
+            if shared.is_broadcast() {
+                shared.reclaim(0, None);
+            }
             slab.alloc(nbytes)
         }
     }
@@ -283,7 +310,12 @@ impl Sender {
 
     fn waiter(&self) -> &AsyncWaiter {
         self.waiter.get_or_init(|| {
-            AsyncWaiter::start(self.ep.shared.clone(), Which::NotFull, |s| s.has_room())
+            AsyncWaiter::start(
+                self.ep.shared.clone(),
+                Which::NotFull,
+                self.ep.joined.part,
+                |s| s.has_room(),
+            )
         })
     }
 
@@ -294,7 +326,10 @@ impl Sender {
     ) -> std::result::Result<(), (Error, Option<SlotMut>)> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut p = self.producer.get();
-        let r = self.ep.shared.send(&mut p, slot, deadline);
+        let r = self
+            .ep
+            .shared
+            .send(&mut p, self.ep.joined.part, slot, deadline);
         self.producer.set(p);
         // Report the time asked for, not what was left of it.
         r.map_err(|(e, slot)| match e {
@@ -529,11 +564,12 @@ impl Receiver {
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Slot>> {
+        let part = self.ep.joined.part;
         if let Some(sub) = self.ep.sub {
-            return self.ep.shared.recv_broadcast(sub, deadline);
+            return self.ep.shared.recv_broadcast(sub, part, deadline);
         }
         let mut c = self.consumer.get();
-        let r = self.ep.shared.recv(&mut c, deadline);
+        let r = self.ep.shared.recv(&mut c, part, deadline);
         self.consumer.set(c);
         r
     }
@@ -586,9 +622,12 @@ impl Receiver {
     fn waiter(&self) -> &AsyncWaiter {
         self.waiter.get_or_init(|| {
             let sub = self.ep.sub;
-            AsyncWaiter::start(self.ep.shared.clone(), Which::NotEmpty, move |s| {
-                s.has_message(sub)
-            })
+            AsyncWaiter::start(
+                self.ep.shared.clone(),
+                Which::NotEmpty,
+                self.ep.joined.part,
+                move |s| s.has_message(sub),
+            )
         })
     }
 
@@ -618,8 +657,10 @@ impl Receiver {
         self.len() == 0
     }
 
-    /// Messages sent, received and dropped (by `drop_oldest`) on this
-    /// channel so far, over all endpoints.
+    /// Messages sent, received and dropped on this channel so far, over
+    /// all endpoints. Dropped: by `drop_oldest`, missed by a lagging
+    /// broadcast subscriber, or lost with a producer killed between claiming
+    /// a ring position and publishing it.
     pub fn counts(&self) -> (u64, u64, u64) {
         self.ep.shared.stats()
     }

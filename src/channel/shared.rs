@@ -8,30 +8,60 @@
 //!    128   128  counters: live senders, live receivers, sent, received, dropped
 //!    256   128  events: not_empty, not_full (8 bytes each, see sync::wait)
 //!    384   128  ring tail (its own cache line pair)
-//!    512   128  ring head
-//!    640   ...  ring cells: capacity x 2 words (spsc) or x 4 words (mpmc)
+//!    512   128  ring head (broadcast: how far the ring's references are released)
+//!    640   ...  ring cells: capacity x 2 words (spsc) or x 4 words (mpmc, broadcast)
+//!          ...  broadcast only: 64 subscriber records of 64 bytes, then the
+//!               holder table (one word per slab slot)
+//!          ...  64 participant records of 64 bytes
 //! ```
 //!
 //! A handle travels as two words: `offset` and `len << 32 | generation`.
+//!
+//! # Crash recovery
+//!
+//! Every endpoint has a participant record (pid, process start time,
+//! heartbeat). Live endpoints look for records of dead processes when they
+//! connect and every [`REAP_INTERVAL`] while they wait, and undo what the
+//! dead endpoint left half done ([`Shared::reap`]):
+//!
+//! - a send in flight: the record holds the message and whether a ring
+//!   position was claimed. A position claimed on the MPMC layout and never
+//!   published becomes a tombstone that consumers skip; a message that did
+//!   not reach the ring has its slot freed; a message that did stays for a
+//!   receiver.
+//! - a receive in flight: on the MPMC layout the cell names its consumer
+//!   until the consumer has taken the slot's reference, so the reaper frees
+//!   that reference and releases the cell; on the SPSC layout the reaper
+//!   stands in for the (single) consumer at `head`.
+//! - broadcast: each slot's holders are bits of a word in the holder table
+//!   (one per subscriber, and one for the ring), so the reaper clears the
+//!   dead subscriber's bits (its views) and stops counting its position
+//!   (its unread messages).
+//! - the slots it held alone (`Slab::reclaim_owner`), its counts, and
+//!   finally free slots the slab's bitmaps lost (`Slab::repair`).
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytemuck::{Pod, Zeroable};
 
 use super::uri::{Params, Pattern, Policy};
 use crate::error::{Error, Result};
-use crate::ring::broadcast::{Broadcast, Read};
+use crate::ring::broadcast::{self, Broadcast, ForceOut, Read, GONE, POS_MASK, RING_HOLD};
 use crate::ring::mpmc::{Mpmc, CELL_WORDS};
 use crate::ring::spsc::{Consumer, Producer, Spsc};
-use crate::ring::Full;
+use crate::shm::hook::{self, Point};
 use crate::shm::segment::area;
+use crate::shm::slab::Holder;
+use crate::shm::slot::GroupBit;
 use crate::shm::{Handle, Segment, Slot, SlotMut};
 use crate::sync::wait::Event;
 use crate::sync::Ordering;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"CHN1");
-const VERSION: u32 = 1;
+/// Version 2: 64-byte participant records with a heartbeat and the send in
+/// flight; claimer ids and tombstones in MPMC cells; broadcast holder table.
+const VERSION: u32 = 2;
 const COUNTERS: usize = 128;
 const EVENTS: usize = 256;
 const TAIL: usize = 384;
@@ -40,39 +70,106 @@ const CELLS: usize = 640;
 const RING_SPSC: u8 = 1;
 const RING_MPMC: u8 = 2;
 const RING_BROADCAST: u8 = 3;
-/// Subscribers a broadcast channel can have at once.
-pub const MAX_SUBSCRIBERS: usize = 64;
-/// Bytes per subscriber record: next position (u64), active (u32), padding.
+/// Subscribers a broadcast channel can have at once (one bit of a holder
+/// word each; the ring has the 64th).
+pub const MAX_SUBSCRIBERS: usize = 63;
+/// Records in the subscriber table.
+const SUB_RECORDS: usize = 64;
+/// Bytes per subscriber record.
 const SUB_SIZE: usize = 64;
 /// Endpoints (of every process) a channel can have at once.
 pub const MAX_PARTICIPANTS: usize = 64;
 /// Bytes per participant record.
-const PART_SIZE: usize = 32;
-/// How often a blocked endpoint looks for dead peers.
-const REAP_INTERVAL: Duration = Duration::from_millis(100);
+const PART_SIZE: usize = 64;
+/// How often a blocked endpoint looks for dead peers (and beats its heart).
+pub(crate) const REAP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Subscriber record states.
+const SUB_FREE: u32 = 0;
+const SUB_ACTIVE: u32 = 1;
+/// Its receiver has gone, but views it received may still be alive in its
+/// process (their bits are set): the record cannot be reused yet.
+const SUB_DETACHED: u32 = 2;
+const SUB_REAPING: u32 = 3;
+
+/// `send_pos` of a participant: no send in flight.
+const SEND_IDLE: u64 = 0;
+/// A send in flight that has not claimed a ring position.
+const SEND_UNCLAIMED: u64 = 1;
+/// A send in flight that claimed position `p` is `SEND_CLAIMED + p`.
+const SEND_CLAIMED: u64 = 2;
 
 /// One endpoint's record: who it is, so that survivors can tell when it
-/// died (pid gone, or reused by a process with another start time).
+/// died (pid gone, or reused by a process with another start time), and
+/// the send it has in flight, so that they can finish or undo it.
 #[repr(C)]
 struct Participant {
     /// 0: free.
     pid: AtomicU32,
-    /// 1 sender, 2 receiver.
+    /// 1 sender, 2 receiver (0 while joining, and once uncounted).
     side: AtomicU32,
     /// The process's start time (clock ticks since boot, /proc).
     start: AtomicU64,
     /// 1 + its broadcast subscriber record, or 0.
     sub: AtomicU32,
-    _pad: [u32; 3],
+    /// The process reaping this record (0: none).
+    reaper: AtomicU32,
+    /// Last sign of life: milliseconds since the Unix epoch.
+    heartbeat: AtomicU64,
+    /// The message of the send in flight.
+    send: [AtomicU64; 2],
+    /// `SEND_IDLE`, `SEND_UNCLAIMED` or `SEND_CLAIMED + position`.
+    send_pos: AtomicU64,
+    _reserved: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<Participant>() == PART_SIZE);
+
+/// A broadcast subscriber's record.
+#[repr(C)]
+struct Subscriber {
+    /// Next position to read, with the `READING` and `GONE` flags.
+    pos: AtomicU64,
+    /// `SUB_FREE`, `SUB_ACTIVE`, `SUB_DETACHED` or `SUB_REAPING`.
+    state: AtomicU32,
+    /// The process that owns the record.
+    pid: AtomicU32,
+    _reserved: [AtomicU64; 6],
+}
+
+const _: () = assert!(std::mem::size_of::<Subscriber>() == SUB_SIZE);
 
 /// What an endpoint got when it joined.
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct Joined {
     pub(crate) sub: Option<usize>,
-    part: usize,
+    pub(crate) part: usize,
+}
+
+/// A registered endpoint, as [`crate::channel::inspect`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// Process id.
+    pub pid: u32,
+    /// `"sender"`, `"receiver"` or `"joining"`.
+    pub side: &'static str,
+    /// Whether the process lives (pid present with the start time it
+    /// registered; exact on one machine).
+    pub alive: bool,
+    /// The process's start time in clock ticks since boot (0: unknown).
+    pub started: u64,
+    /// When the endpoint last showed a sign of life: when it joined, and
+    /// every 100 ms while it waits (blocked in a send or receive, or
+    /// awaiting one). `None` if never recorded.
+    pub heartbeat: Option<SystemTime>,
+}
+
+impl EndpointInfo {
+    /// How long ago the last heartbeat was (zero if the clock went back).
+    pub fn heartbeat_age(&self) -> Option<Duration> {
+        self.heartbeat
+            .map(|t| SystemTime::now().duration_since(t).unwrap_or_default())
+    }
 }
 
 /// `(state, start time)` of a process from /proc, or None if it is gone.
@@ -93,6 +190,12 @@ fn alive(pid: u32, start: u64) -> bool {
         Some(('Z' | 'X', _)) => false,
         Some((_, s)) => start == 0 || s == start,
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Default ring capacity.
@@ -190,19 +293,36 @@ impl Config {
         self.capacity as usize * self.cell_words() * 8
     }
 
-    /// Bytes of the channel area (broadcast: with the subscriber table
-    /// after the cells).
+    /// Bytes of the channel area: the cells, then (broadcast) the
+    /// subscriber table and the holder table, then the participant table.
     pub(crate) fn area_size(&self) -> u64 {
-        let subs = if self.pattern == Pattern::Broadcast {
-            MAX_SUBSCRIBERS * SUB_SIZE
-        } else {
-            0
-        };
-        (CELLS + self.cells_size() + subs + MAX_PARTICIPANTS * PART_SIZE) as u64
+        (self.participants_offset() + MAX_PARTICIPANTS * PART_SIZE) as u64
+    }
+
+    /// Offset of the subscriber table (broadcast).
+    fn subscribers_offset(&self) -> usize {
+        CELLS + self.cells_size()
+    }
+
+    /// Offset of the holder table (broadcast): one word per slab slot.
+    fn holders_offset(&self) -> usize {
+        self.subscribers_offset() + SUB_RECORDS * SUB_SIZE
     }
 
     fn participants_offset(&self) -> usize {
-        self.area_size() as usize - MAX_PARTICIPANTS * PART_SIZE
+        if self.pattern == Pattern::Broadcast {
+            self.holders_offset() + 8 * self.total_slots()
+        } else {
+            CELLS + self.cells_size()
+        }
+    }
+
+    /// Slots of the slab this configuration makes (0 if it makes none: the
+    /// segment cannot be created then).
+    fn total_slots(&self) -> usize {
+        self.slab_config()
+            .and_then(|c| c.normalized())
+            .map_or(0, |cs| cs.iter().map(|c| c.1 as usize).sum())
     }
 
     /// The slab classes: the default for the slab size, plus a class for
@@ -265,6 +385,11 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     area: usize,
     ring: u8,
+    /// Control-mapping offsets of the subscriber, holder and participant
+    /// tables (computed once: the holder table's size depends on the slab).
+    subscribers_at: usize,
+    holders_at: usize,
+    participants_at: usize,
 }
 
 /// Which side an endpoint is on.
@@ -272,6 +397,22 @@ pub(crate) struct Shared {
 pub(crate) enum Side {
     Sender,
     Receiver,
+}
+
+impl Side {
+    fn code(self) -> u32 {
+        match self {
+            Side::Sender => 1,
+            Side::Receiver => 2,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Side::Sender => "sender",
+            Side::Receiver => "receiver",
+        }
+    }
 }
 
 impl Shared {
@@ -301,14 +442,15 @@ impl Shared {
         // of the channel before its magic (zero until the end of `format`).
         // SAFETY: so nobody reads these bytes now; `ptr` checked the range.
         unsafe { seg.control().ptr::<ChannelMeta>(area).write(meta) };
-        let shared = Shared {
-            seg,
-            config,
-            area,
-            ring: meta.ring,
-        };
+        let shared = Shared::new(seg, config, area, meta.ring);
         if shared.ring == RING_MPMC {
             shared.mpmc().format();
+        }
+        if shared.ring == RING_BROADCAST && shared.seg.slab().total_slots() != config.total_slots()
+        {
+            return Err(Error::InvalidConfig(
+                "psyne bug: the slab does not match the channel's holder table".into(),
+            ));
         }
         // Release: pairs with the Acquire load in `attach`; an opener that
         // sees the magic sees the parameters and the formatted ring.
@@ -342,7 +484,10 @@ impl Shared {
         let meta: ChannelMeta =
             bytemuck::pod_read_unaligned(unsafe { seg.control().bytes(area, 128) });
         if meta.version != VERSION {
-            return Err(bad(format!("channel layout version {}", meta.version)));
+            return Err(bad(format!(
+                "channel layout version {} (this psyne reads version {VERSION})",
+                meta.version
+            )));
         }
         let pattern = *Pattern::ALL
             .get(meta.pattern as usize)
@@ -368,12 +513,26 @@ impl Shared {
                 meta.capacity, meta.ring
             )));
         }
-        Ok(Shared {
+        if pattern == Pattern::Broadcast && seg.slab().total_slots() != config.total_slots() {
+            return Err(bad(format!(
+                "its holder table has room for {} slots, its slab has {}",
+                config.total_slots(),
+                seg.slab().total_slots()
+            )));
+        }
+        Ok(Shared::new(seg, config, area, meta.ring))
+    }
+
+    fn new(seg: Segment, config: Config, area: usize, ring: u8) -> Shared {
+        Shared {
+            subscribers_at: area + config.subscribers_offset(),
+            holders_at: area + config.holders_offset(),
+            participants_at: area + config.participants_offset(),
             seg,
             config,
             area,
-            ring: meta.ring,
-        })
+            ring,
+        }
     }
 
     fn magic(&self) -> &AtomicU32 {
@@ -427,125 +586,6 @@ impl Shared {
         }
     }
 
-    /// Subscriber `i`'s (next position, active flag).
-    fn subscriber(&self, i: usize) -> (&AtomicU64, &AtomicU32) {
-        assert!(i < MAX_SUBSCRIBERS, "psyne bug: subscriber index");
-        let at = self.area + CELLS + self.config.cells_size() + i * SUB_SIZE;
-        // SAFETY: atomics, valid for any bits; in bounds (the area of a
-        // broadcast channel includes the table, checked at format/attach).
-        unsafe { (self.seg.control().at(at), self.seg.control().at(at + 8)) }
-    }
-
-    fn participant(&self, i: usize) -> &Participant {
-        assert!(i < MAX_PARTICIPANTS, "psyne bug: participant index");
-        let at = self.area + self.config.participants_offset() + i * PART_SIZE;
-        // SAFETY: atomics, valid for any bits; in bounds (area size checked
-        // at format/attach includes the table); 8-aligned (the area is
-        // 128-aligned and every part before the table is a multiple of 8).
-        unsafe { self.seg.control().at(at) }
-    }
-
-    /// Looks for endpoints whose process has died, and undoes them: their
-    /// count, their subscriber record, the slots they held alone. Returns
-    /// whether it found any. Called on connect and every
-    /// [`REAP_INTERVAL`] while an endpoint is blocked.
-    pub(crate) fn reap(&self) -> bool {
-        let me = std::process::id();
-        let mut found = false;
-        for i in 0..MAX_PARTICIPANTS {
-            let p = self.participant(i);
-            let pid = p.pid.load(Ordering::Acquire);
-            if pid == 0 || pid == me || alive(pid, p.start.load(Ordering::Acquire)) {
-                continue;
-            }
-            // One reaper per record.
-            if p.pid
-                .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-            {
-                continue;
-            }
-            found = true;
-            let c = self.counters();
-            match p.side.load(Ordering::Acquire) {
-                1 => {
-                    c.senders.fetch_sub(1, Ordering::AcqRel);
-                }
-                2 => {
-                    c.receivers.fetch_sub(1, Ordering::AcqRel);
-                }
-                _ => {}
-            }
-            if let Some(sub) = (p.sub.load(Ordering::Acquire) as usize).checked_sub(1) {
-                self.subscriber(sub).1.store(0, Ordering::Release);
-            }
-            self.seg.slab().reclaim_owner(pid);
-        }
-        if found {
-            self.not_empty().notify();
-            self.not_full().notify();
-        }
-        found
-    }
-
-    /// Senders counted now.
-    pub(crate) fn senders(&self) -> u32 {
-        self.counters().senders.load(Ordering::Acquire)
-    }
-
-    /// Receivers counted now.
-    pub(crate) fn receivers(&self) -> u32 {
-        self.counters().receivers.load(Ordering::Acquire)
-    }
-
-    /// The live records of the participant table: (pid, side, alive).
-    pub(crate) fn participants(&self) -> Vec<(u32, &'static str, bool)> {
-        (0..MAX_PARTICIPANTS)
-            .filter_map(|i| {
-                let p = self.participant(i);
-                let pid = p.pid.load(Ordering::Acquire);
-                let side = match p.side.load(Ordering::Acquire) {
-                    1 => "sender",
-                    2 => "receiver",
-                    _ => "joining",
-                };
-                (pid != 0).then(|| (pid, side, alive(pid, p.start.load(Ordering::Acquire))))
-            })
-            .collect()
-    }
-
-    /// Waits on `event` until `ready`, `deadline`, or the next look for dead
-    /// peers (which may itself make `ready` true, e.g. disconnected).
-    /// Returns whether `ready` held.
-    fn wait_reaping(
-        &self,
-        event: &Event,
-        mut ready: impl FnMut() -> bool,
-        deadline: Option<Instant>,
-    ) -> bool {
-        loop {
-            let slice = Instant::now() + REAP_INTERVAL;
-            let until = deadline.map_or(slice, |d| d.min(slice));
-            if event.wait_until(&mut ready, Some(until)) {
-                return true;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return false;
-            }
-            self.reap();
-        }
-    }
-
-    /// The lowest next position over active subscribers (None: none).
-    fn slowest(&self) -> Option<u64> {
-        (0..MAX_SUBSCRIBERS)
-            .filter_map(|i| {
-                let (pos, active) = self.subscriber(i);
-                (active.load(Ordering::Acquire) != 0).then(|| pos.load(Ordering::Acquire))
-            })
-            .min()
-    }
-
     fn mpmc(&self) -> Mpmc<'_, AtomicU64> {
         let p = self.config.pattern;
         Mpmc {
@@ -559,12 +599,357 @@ impl Shared {
         }
     }
 
+    /// Subscriber record `i`.
+    fn subscriber(&self, i: usize) -> &Subscriber {
+        assert!(i < SUB_RECORDS, "psyne bug: subscriber index");
+        let at = self.subscribers_at + i * SUB_SIZE;
+        // SAFETY: atomics, valid for any bits; in bounds (the area of a
+        // broadcast channel includes the table, checked at format/attach);
+        // 8-aligned (the area is 128-aligned, every part before is a
+        // multiple of 8).
+        unsafe { self.seg.control().at(at) }
+    }
+
+    /// Control-mapping offset of the holder word of slot number `n`.
+    fn holder_offset(&self, n: usize) -> usize {
+        self.holders_at + 8 * n
+    }
+
+    /// The holder word of slot number `n` (broadcast): bit `i` for
+    /// subscriber `i`'s views, `RING_HOLD` for the ring's reference.
+    fn holder(&self, n: usize) -> &AtomicU64 {
+        self.seg.slab().group_word(self.holder_offset(n))
+    }
+
+    fn participant(&self, i: usize) -> &Participant {
+        assert!(i < MAX_PARTICIPANTS, "psyne bug: participant index");
+        let at = self.participants_at + i * PART_SIZE;
+        // SAFETY: atomics, valid for any bits; in bounds (area size checked
+        // at format/attach includes the table); 8-aligned (as above).
+        unsafe { self.seg.control().at(at) }
+    }
+
+    /// Records a sign of life of endpoint `part`.
+    pub(crate) fn beat(&self, part: usize) {
+        self.participant(part)
+            .heartbeat
+            .store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Looks for endpoints whose process has died, and undoes them (see
+    /// the module docs). Returns whether it found any. Called on connect
+    /// and every [`REAP_INTERVAL`] while an endpoint waits.
+    pub(crate) fn reap(&self) -> bool {
+        let me = std::process::id();
+        let mut found = false;
+        for k in 0..MAX_PARTICIPANTS {
+            let p = self.participant(k);
+            let pid = p.pid.load(Ordering::Acquire);
+            if pid == 0 || pid == me || alive(pid, p.start.load(Ordering::Acquire)) {
+                continue;
+            }
+            // One reaper per record; a reaper that died is replaced.
+            let r = p.reaper.load(Ordering::Acquire);
+            if r == me || (r != 0 && alive(r, 0)) {
+                continue;
+            }
+            if p.reaper
+                .compare_exchange(r, me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            found = true;
+            self.undo(k, pid);
+            p.reaper.store(0, Ordering::Release);
+            // Release: a joiner that takes the record sees it cleared.
+            p.pid.store(0, Ordering::Release);
+        }
+        if self.ring == RING_BROADCAST {
+            // Subscriber records whose process died: those of the endpoints
+            // above, one that died while joining, and detached ones.
+            for i in 0..MAX_SUBSCRIBERS {
+                let rec = self.subscriber(i);
+                let state = rec.state.load(Ordering::Acquire);
+                let pid = rec.pid.load(Ordering::Acquire);
+                if (state == SUB_ACTIVE || state == SUB_DETACHED)
+                    && pid != 0
+                    && pid != me
+                    && !alive(pid, 0)
+                {
+                    found |= self.reap_subscriber(i, pid);
+                }
+            }
+        }
+        if found {
+            // Free slots a crash left out of the bitmaps (the dead process
+            // may have died inside an allocation or a free).
+            self.seg.slab().repair();
+            if self.ring == RING_BROADCAST {
+                // Messages only the dead subscriber had not read.
+                self.reclaim(0, None);
+            }
+            self.not_empty().notify();
+            self.not_full().notify();
+        }
+        found
+    }
+
+    /// Undoes participant record `k` of dead process `pid`.
+    fn undo(&self, k: usize, pid: u32) {
+        let p = self.participant(k);
+        let slab = self.seg.slab();
+        let side = p.side.load(Ordering::Acquire);
+        // 1. A receive in flight.
+        let mut tombs = 0;
+        match self.ring {
+            RING_MPMC => {
+                // Cells it claimed: positions it never published become
+                // tombstones; messages it was taking lose their reference.
+                tombs = self.mpmc().abandon(k as u8, |msg| {
+                    slab.reclaim_handle(&decode(msg), pid, Holder::Taker);
+                });
+                // A tombstoned position counts as sent (`tail` passed it)
+                // and never received: dropped.
+                self.counters()
+                    .dropped
+                    .fetch_add(tombs as u64, Ordering::Relaxed);
+            }
+            RING_SPSC if side == Side::Receiver.code() => self.stand_in_for_consumer(pid),
+            _ => {}
+        }
+        // 2. A send in flight.
+        let state = p.send_pos.load(Ordering::Acquire);
+        if state != SEND_IDLE {
+            let msg = [
+                p.send[0].load(Ordering::Relaxed),
+                p.send[1].load(Ordering::Relaxed),
+            ];
+            let h = decode(msg);
+            let on_ring = match self.ring {
+                // Claimed, and not tombstoned just now: it published.
+                RING_MPMC => state >= SEND_CLAIMED && tombs == 0,
+                RING_SPSC => {
+                    let (_, tail) = self.spsc().indices();
+                    tail > 0 && self.spsc().at(tail - 1) == msg
+                }
+                _ => {
+                    let ring = self.broadcast();
+                    let tail = ring.tail();
+                    tail > 0 && ring.published(tail - 1) == Some(msg)
+                }
+            };
+            if !on_ring {
+                if self.ring == RING_BROADCAST {
+                    if let Ok((ci, index)) = slab.resolve(&h) {
+                        // Its ring bit, if it got that far; then the slot,
+                        // which nobody else can hold (it was never on the
+                        // ring).
+                        let n = slab.slot_number(ci, index);
+                        broadcast::leave(self.holder(n), RING_HOLD);
+                        slab.reclaim_handle(&h, pid, Holder::Group);
+                    }
+                } else {
+                    slab.reclaim_handle(&h, pid, Holder::Sender);
+                }
+            }
+            p.send_pos.store(SEND_IDLE, Ordering::Release);
+        }
+        // 3. Its subscriber record.
+        if let Some(i) = (p.sub.load(Ordering::Acquire) as usize).checked_sub(1) {
+            if i < MAX_SUBSCRIBERS {
+                self.reap_subscriber(i, pid);
+            }
+            p.sub.store(0, Ordering::Relaxed);
+        }
+        // 4. Its count (once, even if a reaper dies and another redoes this).
+        if side != 0
+            && p.side
+                .compare_exchange(side, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            let c = self.counters();
+            match side {
+                1 => c.senders.fetch_sub(1, Ordering::AcqRel),
+                _ => c.receivers.fetch_sub(1, Ordering::AcqRel),
+            };
+        }
+        // 5. The slots it held alone: loans, and views it had taken.
+        slab.reclaim_owner(pid);
+    }
+
+    /// SPSC layout, dead consumer: the message at `head` is the one it was
+    /// receiving. If it had taken the slot's reference (and not yet moved
+    /// `head`), free the slot and move `head`; if it had not, leave the
+    /// message for the next consumer.
+    fn stand_in_for_consumer(&self, pid: u32) {
+        let ring = self.spsc();
+        let (head, tail) = ring.indices();
+        if head >= tail {
+            return;
+        }
+        let h = decode(ring.at(head));
+        let slab = self.seg.slab();
+        match slab.handle_state(&h) {
+            Some((g, holders))
+                if g == h.generation && holders == crate::sync::slotstate::PENDING => {}
+            Some((g, 1)) if g == h.generation => {
+                slab.reclaim_handle(&h, pid, Holder::Reader);
+                ring.skip(head);
+            }
+            // Taken and freed already (or not a slot at all): it is gone.
+            _ => ring.skip(head),
+        }
+    }
+
+    /// Broadcast: undoes subscriber record `i` of dead process `pid`: its
+    /// views are dropped (its bits cleared) and its position no longer
+    /// holds messages back. Returns whether it did.
+    fn reap_subscriber(&self, i: usize, pid: u32) -> bool {
+        let rec = self.subscriber(i);
+        if rec.pid.load(Ordering::Acquire) != pid {
+            return false; // reused meanwhile
+        }
+        let state = rec.state.load(Ordering::Acquire);
+        if (state != SUB_ACTIVE && state != SUB_DETACHED)
+            || rec
+                .state
+                .compare_exchange(state, SUB_REAPING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        self.drop_bits(i);
+        rec.pid.store(0, Ordering::Relaxed);
+        rec.pos.store(0, Ordering::Relaxed);
+        rec.state.store(SUB_FREE, Ordering::Release);
+        true
+    }
+
+    /// Clears subscriber `i`'s bit in every holder word, releasing the slots
+    /// it was the last holder of.
+    fn drop_bits(&self, i: usize) {
+        let slab = self.seg.slab();
+        let bit = 1u64 << i;
+        for n in 0..slab.total_slots() {
+            let w = self.holder(n);
+            if w.load(Ordering::Relaxed) & bit != 0 && broadcast::leave(w, bit) {
+                let (ci, index) = slab.slot_at(n);
+                slab.release(ci, index);
+            }
+        }
+    }
+
+    /// Whether subscriber `i` holds a view of any slot.
+    fn holds_any(&self, i: usize) -> bool {
+        let bit = 1u64 << i;
+        (0..self.seg.slab().total_slots())
+            .any(|n| self.holder(n).load(Ordering::Acquire) & bit != 0)
+    }
+
+    /// Senders counted now.
+    pub(crate) fn senders(&self) -> u32 {
+        self.counters().senders.load(Ordering::Acquire)
+    }
+
+    /// Receivers counted now.
+    pub(crate) fn receivers(&self) -> u32 {
+        self.counters().receivers.load(Ordering::Acquire)
+    }
+
+    /// The records of the participant table in use.
+    pub(crate) fn participants(&self) -> Vec<EndpointInfo> {
+        (0..MAX_PARTICIPANTS)
+            .filter_map(|i| {
+                let p = self.participant(i);
+                let pid = p.pid.load(Ordering::Acquire);
+                if pid == 0 {
+                    return None;
+                }
+                let side = match p.side.load(Ordering::Acquire) {
+                    1 => "sender",
+                    2 => "receiver",
+                    _ => "joining",
+                };
+                let started = p.start.load(Ordering::Acquire);
+                let beat = p.heartbeat.load(Ordering::Relaxed);
+                Some(EndpointInfo {
+                    pid,
+                    side,
+                    alive: alive(pid, started),
+                    started,
+                    heartbeat: (beat != 0).then(|| UNIX_EPOCH + Duration::from_millis(beat)),
+                })
+            })
+            .collect()
+    }
+
+    /// Waits on `event` until `ready`, `deadline`, or the next look for dead
+    /// peers (which may itself make `ready` true, e.g. disconnected).
+    /// Endpoint `part` beats its heart each time it looks (every
+    /// [`REAP_INTERVAL`] of waiting; not on the way in, so that short waits
+    /// in a busy exchange write nothing). Returns whether `ready` held.
+    fn wait_reaping(
+        &self,
+        part: usize,
+        event: &Event,
+        mut ready: impl FnMut() -> bool,
+        deadline: Option<Instant>,
+    ) -> bool {
+        loop {
+            let slice = Instant::now() + REAP_INTERVAL;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            if event.wait_until(&mut ready, Some(until)) {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            self.beat(part);
+            self.reap();
+        }
+    }
+
+    /// The lowest next position over active subscribers (None: none).
+    fn slowest(&self) -> Option<u64> {
+        (0..MAX_SUBSCRIBERS)
+            .filter_map(|i| {
+                let rec = self.subscriber(i);
+                (rec.state.load(Ordering::Acquire) == SUB_ACTIVE)
+                    .then(|| rec.pos.load(Ordering::Acquire) & POS_MASK)
+            })
+            .min()
+    }
+
     /// Registers an endpoint, refusing one the pattern does not allow. A
     /// broadcast receiver gets a subscriber record, returned, starting at
     /// the next message published.
     pub(crate) fn join(&self, side: Side) -> Result<Joined> {
         // A dead endpoint must not keep a live one out.
         self.reap();
+        let too_many = |pattern: &'static str| Error::TooManyEndpoints {
+            name: self.seg.name().to_string(),
+            pattern,
+            side: side.name(),
+        };
+        // The participant record first, so that survivors can undo this
+        // endpoint if the process dies from here on.
+        let me = std::process::id();
+        let part = (0..MAX_PARTICIPANTS)
+            .find(|&i| {
+                self.participant(i)
+                    .pid
+                    .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .ok_or_else(|| too_many("any (64 endpoints at most)"))?;
+        let p = self.participant(part);
+        p.start
+            .store(proc_stat(me).map_or(0, |s| s.1), Ordering::Release);
+        p.send_pos.store(SEND_IDLE, Ordering::Relaxed);
+        p.sub.store(0, Ordering::Relaxed);
+        p.side.store(0, Ordering::Relaxed);
+        self.beat(part);
         let c = self.counters();
         let (count, single) = match side {
             Side::Sender => (
@@ -582,43 +967,24 @@ impl Shared {
         let mut n = count.load(Ordering::Relaxed);
         loop {
             if single && n >= 1 {
-                return Err(Error::TooManyEndpoints {
-                    name: self.seg.name().to_string(),
-                    pattern: self.config.pattern.as_str(),
-                    side: if side == Side::Sender {
-                        "sender"
-                    } else {
-                        "receiver"
-                    },
-                });
+                p.pid.store(0, Ordering::Release);
+                return Err(too_many(self.config.pattern.as_str()));
             }
             match count.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(now) => n = now,
             }
         }
-        let mut sub = None;
+        // Counted: a reaper uncounts it from now on.
+        p.side.store(side.code(), Ordering::Release);
+        let mut joined = Joined { sub: None, part };
         if side == Side::Receiver && self.ring == RING_BROADCAST {
-            let free = (0..MAX_SUBSCRIBERS).find(|&i| {
-                self.subscriber(i)
-                    .1
-                    .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            });
-            let Some(i) = free else {
-                count.fetch_sub(1, Ordering::AcqRel);
-                return Err(Error::TooManyEndpoints {
-                    name: self.seg.name().to_string(),
-                    pattern: "broadcast (64 subscribers at most)",
-                    side: "receiver",
-                });
+            let Some(i) = self.claim_subscriber(me) else {
+                self.leave(side, joined);
+                return Err(too_many("broadcast (63 subscribers at most)"));
             };
-            // Start at the next message. (A message published between
-            // this load and the store below is seen: fine.)
-            self.subscriber(i)
-                .0
-                .store(self.broadcast().tail(), Ordering::Release);
-            sub = Some(i);
+            p.sub.store(i as u32 + 1, Ordering::Release);
+            joined.sub = Some(i);
         }
         let seen = if side == Side::Sender {
             &c.senders_seen
@@ -628,43 +994,39 @@ impl Shared {
         seen.store(1, Ordering::Release);
         // Wake the other side: a waiter may be deciding whether it is
         // disconnected.
-        // Register the process, so that survivors can undo this endpoint if
-        // it dies.
-        let me = std::process::id();
-        let part = (0..MAX_PARTICIPANTS).find(|&i| {
-            self.participant(i)
-                .pid
-                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        });
-        let Some(part) = part else {
-            self.leave(
-                side,
-                Joined {
-                    sub,
-                    part: usize::MAX,
-                },
-            );
-            return Err(Error::TooManyEndpoints {
-                name: self.seg.name().to_string(),
-                pattern: "any (64 endpoints at most)",
-                side: if side == Side::Sender {
-                    "sender"
-                } else {
-                    "receiver"
-                },
-            });
-        };
-        let p = self.participant(part);
-        p.start
-            .store(proc_stat(me).map_or(0, |s| s.1), Ordering::Release);
-        p.sub
-            .store(sub.map_or(0, |s| s as u32 + 1), Ordering::Release);
-        p.side
-            .store(if side == Side::Sender { 1 } else { 2 }, Ordering::Release);
         self.not_empty().notify();
         self.not_full().notify();
-        Ok(Joined { sub, part })
+        Ok(joined)
+    }
+
+    /// Takes a subscriber record for process `me`, starting at the next
+    /// message published: a free one, or a detached one whose views are
+    /// all gone.
+    fn claim_subscriber(&self, me: u32) -> Option<usize> {
+        let take = |i: usize, from: u32| {
+            let rec = self.subscriber(i);
+            if rec
+                .state
+                .compare_exchange(from, SUB_ACTIVE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                return false;
+            }
+            rec.pid.store(me, Ordering::Release);
+            // Start at the next message. (A message published between this
+            // load and the store is seen: fine.)
+            rec.pos.store(self.broadcast().tail(), Ordering::Release);
+            true
+        };
+        (0..MAX_SUBSCRIBERS)
+            .find(|&i| take(i, SUB_FREE))
+            .or_else(|| {
+                (0..MAX_SUBSCRIBERS).find(|&i| {
+                    self.subscriber(i).state.load(Ordering::Acquire) == SUB_DETACHED
+                        && !self.holds_any(i)
+                        && take(i, SUB_DETACHED)
+                })
+            })
     }
 
     /// Whether every endpoint of `side` is gone (after at least one came).
@@ -686,21 +1048,39 @@ impl Shared {
     /// disconnected). Returns whether the channel can go: no endpoint left
     /// and nothing queued (queued messages wait for a receiver).
     pub(crate) fn leave(&self, side: Side, joined: Joined) -> bool {
-        if joined.part < MAX_PARTICIPANTS {
-            self.participant(joined.part)
-                .pid
-                .store(0, Ordering::Release);
-        }
         if let Some(i) = joined.sub {
-            self.subscriber(i).1.store(0, Ordering::Release);
+            let rec = self.subscriber(i);
+            // Views it received may outlive the receiver: then the record
+            // stays reserved (for their bits) until they are gone.
+            let next = if self.holds_any(i) {
+                SUB_DETACHED
+            } else {
+                SUB_FREE
+            };
+            if next == SUB_FREE {
+                rec.pid.store(0, Ordering::Relaxed);
+            }
+            rec.state.store(next, Ordering::Release);
+            // What only this subscriber had not read yet can go.
+            self.reclaim(0, None);
+        } else if side == Side::Sender && self.ring == RING_BROADCAST {
+            // The publisher leaves: what every subscriber has read can go.
+            self.reclaim(0, None);
         }
+        let p = self.participant(joined.part);
+        let counted = p.side.swap(0, Ordering::AcqRel);
+        p.sub.store(0, Ordering::Relaxed);
+        p.send_pos.store(SEND_IDLE, Ordering::Relaxed);
+        p.pid.store(0, Ordering::Release);
         let c = self.counters();
-        let count = if side == Side::Sender {
-            &c.senders
-        } else {
-            &c.receivers
-        };
-        count.fetch_sub(1, Ordering::AcqRel);
+        if counted != 0 {
+            let count = if side == Side::Sender {
+                &c.senders
+            } else {
+                &c.receivers
+            };
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
         self.not_empty().notify();
         self.not_full().notify();
         c.senders.load(Ordering::Acquire) == 0
@@ -708,7 +1088,7 @@ impl Shared {
             && self.len() == 0
     }
 
-    /// Messages sent, received and dropped (by `drop_oldest`) so far.
+    /// Messages sent, received and dropped (see `Receiver::counts`) so far.
     pub(crate) fn stats(&self) -> (u64, u64, u64) {
         let c = self.counters();
         let dropped = c.dropped.load(Ordering::Relaxed);
@@ -735,19 +1115,20 @@ impl Shared {
         self.spsc().consumer()
     }
 
-    fn push(&self, p: &mut Producer, msg: [u64; 2]) -> std::result::Result<(), Full<[u64; 2]>> {
-        if self.ring == RING_SPSC {
-            self.spsc().push(p, msg)
-        } else {
-            self.mpmc().push(msg)
+    /// Whether a queue ring has room for a push now.
+    fn can_push(&self) -> bool {
+        match self.ring {
+            RING_SPSC => self.spsc().len() < self.config.capacity as u64,
+            _ => self.mpmc().can_push(),
         }
     }
 
-    fn pop(&self, c: &mut Consumer) -> Option<[u64; 2]> {
-        if self.ring == RING_SPSC {
-            self.spsc().pop(c)
-        } else {
-            self.mpmc().pop()
+    /// Whether a queue ring has a message to pop now (not counting a
+    /// position claimed by a producer that has not published yet).
+    fn can_pop(&self) -> bool {
+        match self.ring {
+            RING_SPSC => self.spsc().len() > 0,
+            _ => self.mpmc().can_pop(),
         }
     }
 
@@ -763,19 +1144,20 @@ impl Shared {
 
     /// Messages subscriber `sub` has not read yet (at most the capacity).
     pub(crate) fn unread(&self, sub: usize) -> u64 {
-        let pos = self.subscriber(sub).0.load(Ordering::Acquire);
+        let pos = self.subscriber(sub).pos.load(Ordering::Acquire) & POS_MASK;
         self.broadcast()
             .tail()
             .saturating_sub(pos)
             .min(self.config.capacity as u64)
     }
 
-    /// Sends a loaned slot: publishes it, puts its handle on the ring
-    /// (applying the policy when full) and wakes a receiver. On failure the
-    /// slot comes back.
+    /// Sends a loaned slot as endpoint `part`: publishes it, puts its
+    /// handle on the ring (applying the policy when full) and wakes a
+    /// receiver. On failure the slot comes back.
     pub(crate) fn send(
         &self,
         p: &mut Producer,
+        part: usize,
         slot: SlotMut,
         deadline: Option<Instant>,
     ) -> std::result::Result<(), (Error, Option<SlotMut>)> {
@@ -783,52 +1165,120 @@ impl Shared {
             return Err((Error::Disconnected("receiver"), Some(slot)));
         }
         if self.ring == RING_BROADCAST {
-            return self.publish(slot, deadline);
+            return self.publish(part, slot, deadline);
         }
-        let h = slot.publish_pending();
-        let mut msg = encode(&h);
+        // The record first: from here on a crash of this process is undone
+        // by whoever finds it dead.
+        let rec = self.participant(part);
+        let h = slot.handle();
+        let msg = encode(&h);
+        rec.send[0].store(msg[0], Ordering::Relaxed);
+        rec.send[1].store(msg[1], Ordering::Relaxed);
+        rec.send_pos.store(SEND_UNCLAIMED, Ordering::Release);
+        slot.publish_pending(&h);
+        hook::hit(Point::SendBeforeClaim);
         loop {
-            match self.push(p, msg) {
-                Ok(()) => {
-                    slot.sent();
-                    self.not_empty().notify();
-                    return Ok(());
+            let pushed = if self.ring == RING_SPSC {
+                self.spsc().push(p, msg).is_ok()
+            } else {
+                let ring = self.mpmc();
+                match ring.claim_push(part as u8) {
+                    Some(pos) => {
+                        rec.send_pos.store(SEND_CLAIMED + pos, Ordering::Relaxed);
+                        hook::hit(Point::SendAfterClaim);
+                        ring.publish(pos, msg);
+                        true
+                    }
+                    None => false,
                 }
-                Err(Full(back)) => msg = back,
+            };
+            if pushed {
+                rec.send_pos.store(SEND_IDLE, Ordering::Release);
+                slot.sent();
+                self.not_empty().notify();
+                return Ok(());
             }
             match self.config.policy {
-                Policy::Fail => return give_back(slot, Error::Full),
+                Policy::Fail => return self.give_back(part, slot, Error::Full),
                 Policy::DropOldest => {
-                    let mut scratch = Consumer::default();
-                    if let Some(old) = self.pop(&mut scratch) {
-                        drop(self.seg.slab().take(decode(old)));
-                        self.counters().dropped.fetch_add(1, Ordering::Relaxed);
-                        self.not_full().notify();
+                    if !self.drop_oldest(part) {
+                        // Nothing to drop: the oldest position is still
+                        // being written (or its producer died; waiting
+                        // reaps it).
+                        let soon = Instant::now() + REAP_INTERVAL;
+                        let until = deadline.map_or(soon, |d| d.min(soon));
+                        let ready = || self.can_push() || self.can_pop();
+                        self.wait_reaping(part, self.not_full(), ready, Some(until));
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            let d = Duration::ZERO;
+                            return self.give_back(part, slot, Error::Timeout(d));
+                        }
                     }
                 }
                 Policy::Block => {
-                    let ready =
-                        || self.len() < self.config.capacity as u64 || self.gone(Side::Receiver);
-                    if !self.wait_reaping(self.not_full(), ready, deadline) {
+                    let ready = || self.can_push() || self.gone(Side::Receiver);
+                    if !self.wait_reaping(part, self.not_full(), ready, deadline) {
                         let d = deadline.map_or(Duration::ZERO, |d| {
                             d.saturating_duration_since(Instant::now())
                         });
-                        return give_back(slot, Error::Timeout(d));
+                        return self.give_back(part, slot, Error::Timeout(d));
                     }
                     if self.gone(Side::Receiver) {
-                        return give_back(slot, Error::Disconnected("receiver"));
+                        return self.give_back(part, slot, Error::Disconnected("receiver"));
                     }
                 }
             }
         }
     }
 
+    /// `drop_oldest` on a full queue ring: endpoint `part` takes the oldest
+    /// message off the ring (as a consumer would, so a crash in between is
+    /// undone the same way) and frees it.
+    /// Returns whether it dropped one.
+    fn drop_oldest(&self, part: usize) -> bool {
+        let ring = self.mpmc();
+        let Some((pos, old)) = ring.claim_pop(part as u8) else {
+            return false;
+        };
+        let taken = self.seg.slab().take(decode(old));
+        ring.release(pos);
+        drop(taken);
+        self.counters().dropped.fetch_add(1, Ordering::Relaxed);
+        self.not_full().notify();
+        true
+    }
+
+    /// A send that did not happen: the slot becomes the sender's again.
+    fn give_back(
+        &self,
+        part: usize,
+        slot: SlotMut,
+        e: Error,
+    ) -> std::result::Result<(), (Error, Option<SlotMut>)> {
+        let back = slot.unpublish();
+        self.participant(part)
+            .send_pos
+            .store(SEND_IDLE, Ordering::Release);
+        if back {
+            Err((e, Some(slot)))
+        } else {
+            // A forged handle took the reference: the slot is not ours to return.
+            slot.sent();
+            Err((
+                Error::Corrupt("a forged handle took an unsent slot".into()),
+                None,
+            ))
+        }
+    }
+
     /// Broadcast send: waits for (`block`) or refuses (`fail`) a subscriber
     /// that has not read the message about to be overwritten, or overwrites
     /// it (`drop_oldest`: that subscriber is told it lagged). The ring holds
-    /// one reference per message, released when its cell is reused.
+    /// one reference per message (its bit in the slot's holder word),
+    /// released once every subscriber has read it or its cell is reused.
     fn publish(
         &self,
+        part: usize,
         slot: SlotMut,
         deadline: Option<Instant>,
     ) -> std::result::Result<(), (Error, Option<SlotMut>)> {
@@ -842,7 +1292,7 @@ impl Shared {
                 Policy::Fail => return Err((Error::Full, Some(slot))),
                 Policy::Block => {
                     let ready = || !behind() || self.gone(Side::Receiver);
-                    if !self.wait_reaping(self.not_full(), ready, deadline) {
+                    if !self.wait_reaping(part, self.not_full(), ready, deadline) {
                         let d = deadline.map_or(Duration::ZERO, |d| {
                             d.saturating_duration_since(Instant::now())
                         });
@@ -853,32 +1303,109 @@ impl Shared {
         }
         // Release what every subscriber has read, and the message about to
         // be overwritten even if someone has not (drop_oldest: it lags).
-        self.reclaim((pos + 1).saturating_sub(cap));
-        let h = slot.publish_pending();
-        slot.sent();
-        ring.publish(pos, encode(&h));
+        self.reclaim((pos + 1).saturating_sub(cap), Some(part));
+        let rec = self.participant(part);
+        let msg = encode(&slot.handle());
+        rec.send[0].store(msg[0], Ordering::Relaxed);
+        rec.send[1].store(msg[1], Ordering::Relaxed);
+        rec.send_pos.store(SEND_UNCLAIMED, Ordering::Release);
+        hook::hit(Point::SendBeforeClaim);
+        let (class, index) = slot.location();
+        let n = self.seg.slab().slot_number(class, index);
+        slot.into_group();
+        // The ring's bit: released by `reclaim`.
+        self.holder(n).fetch_or(RING_HOLD, Ordering::AcqRel);
+        hook::hit(Point::SendAfterClaim);
+        ring.publish(pos, msg);
+        rec.send_pos.store(SEND_IDLE, Ordering::Release);
         self.not_empty().notify();
         Ok(())
     }
 
     /// Broadcast: gives up the ring's references to messages that every
-    /// subscriber has read (all of them when nobody is subscribed), and to
-    /// every message before position `at_least`. The ring holds one
-    /// reference per message from its publication until then; the position
-    /// released so far lives in the (otherwise unused) `head` word.
-    /// Publisher only.
-    pub(crate) fn reclaim(&self, at_least: u64) {
+    /// subscriber has read (all of them when nobody is subscribed) and, for
+    /// the publisher (`publisher`: its participant record), to every
+    /// message before position `at_least`, telling the subscribers that had
+    /// not read them that they lagged. The ring holds one reference per
+    /// message from its publication until then; the position released so
+    /// far lives in the (otherwise unused) `head` word. Any endpoint may
+    /// call it.
+    pub(crate) fn reclaim(&self, at_least: u64, publisher: Option<usize>) {
         let ring = self.broadcast();
         let tail = ring.tail();
-        let upto = self.slowest().map_or(tail, |s| s.min(tail)).max(at_least);
+        let slowest = self.slowest();
+        let upto = slowest
+            .map_or(tail, |s| s.min(tail))
+            .max(if publisher.is_some() { at_least } else { 0 })
+            .min(tail);
         let released = self.word(HEAD);
-        let mut r = released.load(Ordering::Relaxed);
+        let mut r = released.load(Ordering::Acquire);
         while r < upto {
-            if let Some(msg) = ring.published(r) {
-                drop(self.seg.slab().take(decode(msg)));
+            // The message, read before the position is claimed: the
+            // publisher reuses the cell only once `released` has passed it.
+            let Some(msg) = ring.published(r) else {
+                let now = released.load(Ordering::Acquire);
+                if now <= r {
+                    break; // not published (cannot happen below `tail`)
+                }
+                r = now;
+                continue;
+            };
+            if slowest.is_none_or(|s| r >= s) {
+                if let Some(part) = publisher {
+                    self.force_out(r, part);
+                }
             }
-            r += 1;
-            released.store(r, Ordering::Relaxed);
+            match released.compare_exchange(r, r + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.drop_ring_hold(&decode(msg));
+                    r += 1;
+                }
+                Err(now) => r = now,
+            }
+        }
+    }
+
+    /// Before the publisher releases message `r` unread (`drop_oldest`):
+    /// every subscriber still at or before `r` is flagged `GONE` (it will be
+    /// told it lagged), and one that is just reading `r` is waited for
+    /// (a few instructions, unless its process died: then until it is
+    /// reaped, which this wait does itself).
+    fn force_out(&self, r: u64, part: usize) {
+        for i in 0..MAX_SUBSCRIBERS {
+            let rec = self.subscriber(i);
+            let mut waited = Instant::now();
+            let backoff = crossbeam_utils::Backoff::new();
+            loop {
+                if rec.state.load(Ordering::Acquire) != SUB_ACTIVE {
+                    break;
+                }
+                if broadcast::force_out(&rec.pos, r) == ForceOut::Done {
+                    break;
+                }
+                if backoff.is_completed() {
+                    std::thread::sleep(Duration::from_micros(50));
+                    if waited.elapsed() >= REAP_INTERVAL {
+                        self.beat(part);
+                        self.reap();
+                        waited = Instant::now();
+                    }
+                } else {
+                    backoff.snooze();
+                }
+            }
+        }
+    }
+
+    /// Clears the ring's bit in the holder word of `h`'s slot; releases the
+    /// slot's reference if no subscriber holds a view of it.
+    fn drop_ring_hold(&self, h: &Handle) {
+        let slab = self.seg.slab();
+        let Ok((ci, index)) = slab.resolve(h) else {
+            return; // not a slot: nothing was held (a damaged cell)
+        };
+        if broadcast::leave(self.holder(slab.slot_number(ci, index)), RING_HOLD) {
+            slab.release(ci, index);
         }
     }
 
@@ -893,7 +1420,7 @@ impl Shared {
             let cap = self.config.capacity as u64;
             self.slowest().is_none_or(|s| s + cap > tail)
         } else {
-            self.len() < self.config.capacity as u64
+            self.can_push()
         }
     }
 
@@ -903,7 +1430,7 @@ impl Shared {
         self.gone(Side::Sender)
             || match sub {
                 Some(i) => self.unread(i) > 0,
-                None => self.len() > 0,
+                None => self.can_pop(),
             }
     }
 
@@ -912,46 +1439,94 @@ impl Shared {
         self.ring == RING_BROADCAST
     }
 
-    /// Broadcast receive for subscriber `sub`: the next message, or
-    /// [`Error::Lagged`] (once) if the publisher overwrote messages it had
-    /// not read.
+    /// Broadcast receive for subscriber `sub` (endpoint `part`): the next
+    /// message, or [`Error::Lagged`] (once) if the publisher overwrote
+    /// messages it had not read.
     pub(crate) fn recv_broadcast(
         &self,
         sub: usize,
+        part: usize,
         deadline: Option<Instant>,
     ) -> Result<Option<Slot>> {
         let ring = self.broadcast();
-        let (pos, _) = self.subscriber(sub);
+        let rec = self.subscriber(sub);
+        let cap = self.config.capacity as u64;
+        let slab = self.seg.slab();
         loop {
-            let q = pos.load(Ordering::Relaxed);
+            let v = rec.pos.load(Ordering::Acquire);
+            let q = v & POS_MASK;
+            if v & GONE != 0 {
+                // The publisher released messages from `q` on unread.
+                let oldest = ring.tail().saturating_sub(cap).max(q + 1);
+                if rec
+                    .pos
+                    .compare_exchange(v, oldest, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Err(self.lagged(oldest - q));
+                }
+                continue;
+            }
             match ring.read(q) {
                 Read::Message(msg) => {
-                    let got = self.seg.slab().share(&decode(msg));
-                    // Release: the publisher may reuse the cell once every
-                    // subscriber's position has passed it.
-                    pos.store(q + 1, Ordering::Release);
-                    self.not_full().notify();
-                    match got {
-                        Ok(slot) => {
-                            self.counters().received.fetch_add(1, Ordering::Relaxed);
-                            return Ok(Some(slot));
-                        }
-                        // Evicted and freed between the read and the share.
-                        Err(Error::StaleHandle { .. }) => {
-                            self.counters().dropped.fetch_add(1, Ordering::Relaxed);
-                            return Err(Error::Lagged { missed: 1 });
-                        }
-                        Err(e) => return Err(e),
+                    let h = decode(msg);
+                    let Ok((ci, index)) = slab.resolve(&h) else {
+                        // Not a slot: skip it.
+                        let _ =
+                            rec.pos
+                                .compare_exchange(v, q + 1, Ordering::AcqRel, Ordering::Relaxed);
+                        return Err(Error::InvalidHandle(format!(
+                            "broadcast message {q} names no slot ({h})"
+                        )));
+                    };
+                    // Mark the position as being read: from here until the
+                    // position moves on, the publisher does not release `q`.
+                    // Fails if the publisher flagged it GONE meanwhile.
+                    if !broadcast::begin_read(&rec.pos, v) {
+                        continue;
                     }
+                    hook::hit(Point::SubscriberReading);
+                    let n = slab.slot_number(ci, index);
+                    let bit = 1u64 << sub;
+                    // Our view of the slot: a bit of its holder word, set while
+                    // the ring still holds the message (its bit is set).
+                    let old = broadcast::finish_read(&rec.pos, self.holder(n), q, bit);
+                    self.not_full().notify();
+                    if old & RING_HOLD == 0 {
+                        // Cannot happen while every endpoint follows the
+                        // protocol; do not keep a bit on a slot nobody holds.
+                        broadcast::leave(self.holder(n), bit);
+                        return Err(Error::Corrupt(format!(
+                            "broadcast message {q}: its slot was released before it was read"
+                        )));
+                    }
+                    let view = Slot::in_group(
+                        slab.clone(),
+                        ci,
+                        index,
+                        h.generation,
+                        GroupBit {
+                            word: self.holder_offset(n),
+                            bit,
+                        },
+                    );
+                    view.check_len(h.len)?;
+                    self.counters().received.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(view));
                 }
                 Read::Lagged { oldest } => {
-                    pos.store(oldest, Ordering::Release);
-                    self.not_full().notify();
-                    let missed = oldest - q;
-                    self.counters().dropped.fetch_add(missed, Ordering::Relaxed);
-                    return Err(Error::Lagged { missed });
+                    if rec
+                        .pos
+                        .compare_exchange(v, oldest, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        self.not_full().notify();
+                        return Err(self.lagged(oldest - q));
+                    }
                 }
                 Read::Empty => {
+                    // Caught up: give back what everyone has read.
+                    self.reclaim(0, None);
                     if self.gone(Side::Sender) {
                         return Err(Error::Disconnected("sender"));
                     }
@@ -959,7 +1534,7 @@ impl Shared {
                         return Ok(None);
                     }
                     let ready = || ring.tail() > q || self.gone(Side::Sender);
-                    if !self.wait_reaping(self.not_empty(), ready, deadline) {
+                    if !self.wait_reaping(part, self.not_empty(), ready, deadline) {
                         return Ok(None);
                     }
                 }
@@ -967,43 +1542,62 @@ impl Shared {
         }
     }
 
-    /// Receives one message: `Ok(None)` if none came before `deadline`
-    /// (`Some(now)` for a non-blocking try).
-    pub(crate) fn recv(&self, c: &mut Consumer, deadline: Option<Instant>) -> Result<Option<Slot>> {
+    fn lagged(&self, missed: u64) -> Error {
+        self.counters().dropped.fetch_add(missed, Ordering::Relaxed);
+        self.not_full().notify();
+        Error::Lagged { missed }
+    }
+
+    /// One message off a queue ring for endpoint `part`, if there is one:
+    /// the slot's reference is taken before the ring lets go of the
+    /// message, so that a crash in between is undone by a reaper.
+    fn take_one(&self, c: &mut Consumer, part: usize) -> Option<Result<Slot>> {
+        let slab = self.seg.slab();
+        if self.ring == RING_SPSC {
+            let ring = self.spsc();
+            let msg = ring.peek(c)?;
+            let got = slab.take(decode(msg));
+            hook::hit(Point::RecvAfterClaim);
+            ring.advance(c);
+            Some(got)
+        } else {
+            let ring = self.mpmc();
+            let (pos, msg) = ring.claim_pop(part as u8)?;
+            let got = slab.take(decode(msg));
+            hook::hit(Point::RecvAfterClaim);
+            ring.release(pos);
+            Some(got)
+        }
+    }
+
+    /// Receives one message as endpoint `part`: `Ok(None)` if none came
+    /// before `deadline` (`Some(now)` for a non-blocking try).
+    pub(crate) fn recv(
+        &self,
+        c: &mut Consumer,
+        part: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Slot>> {
         loop {
-            if let Some(msg) = self.pop(c) {
+            if let Some(got) = self.take_one(c, part) {
                 self.not_full().notify();
-                return self.seg.slab().take(decode(msg)).map(Some);
+                return got.map(Some);
             }
             if self.gone(Side::Sender) {
                 // Senders are gone; one may have pushed just before leaving.
-                return match self.pop(c) {
-                    Some(msg) => self.seg.slab().take(decode(msg)).map(Some),
+                return match self.take_one(c, part) {
+                    Some(got) => got.map(Some),
                     None => Err(Error::Disconnected("sender")),
                 };
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
             }
-            let ready = || self.len() > 0 || self.gone(Side::Sender);
-            if !self.wait_reaping(self.not_empty(), ready, deadline) {
+            let ready = || self.can_pop() || self.gone(Side::Sender);
+            if !self.wait_reaping(part, self.not_empty(), ready, deadline) {
                 return Ok(None);
             }
         }
-    }
-}
-
-/// A send that did not happen: the slot becomes the sender's again.
-fn give_back(slot: SlotMut, e: Error) -> std::result::Result<(), (Error, Option<SlotMut>)> {
-    if slot.unpublish() {
-        Err((e, Some(slot)))
-    } else {
-        // A forged handle took the reference: the slot is not ours to return.
-        slot.sent();
-        Err((
-            Error::Corrupt("a forged handle took an unsent slot".into()),
-            None,
-        ))
     }
 }
 

@@ -6,14 +6,17 @@
 //! one helper thread, started on its first pending poll. The thread is
 //! parked on a condition variable while no task waits, and asleep on the
 //! futex while one does: no core is busy-polled. It works under any
-//! executor (tokio, async-std, smol, a hand-written `block_on`).
+//! executor (tokio, async-std, smol, a hand-written `block_on`). Like a
+//! blocked endpoint, it wakes every `REAP_INTERVAL` while a task waits, to
+//! look for dead peers (a task awaiting a killed producer is disconnected)
+//! and to beat the endpoint's heart.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::Waker;
 use std::thread::JoinHandle;
 
-use super::shared::Shared;
+use super::shared::{Shared, REAP_INTERVAL};
 
 /// Which of the channel's events the helper sleeps on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -45,9 +48,11 @@ pub(crate) struct AsyncWaiter {
 impl AsyncWaiter {
     /// Starts the helper. `ready` says whether the awaited condition holds
     /// (it is evaluated on the helper thread).
+    /// `part` is the endpoint's participant record.
     pub(crate) fn start(
         shared: Arc<Shared>,
         which: Which,
+        part: usize,
         ready: impl Fn(&Shared) -> bool + Send + 'static,
     ) -> AsyncWaiter {
         let inner = Arc::new(Inner {
@@ -58,7 +63,7 @@ impl AsyncWaiter {
         let (i, s) = (inner.clone(), shared.clone());
         let thread = std::thread::Builder::new()
             .name("psyne-async-waiter".into())
-            .spawn(move || run(&i, &s, which, ready))
+            .spawn(move || run(&i, &s, which, part, ready))
             .expect("spawning the async waiter thread");
         AsyncWaiter {
             inner,
@@ -108,7 +113,7 @@ fn event(shared: &Shared, which: Which) -> &crate::sync::wait::Event {
     }
 }
 
-fn run(inner: &Inner, shared: &Shared, which: Which, ready: impl Fn(&Shared) -> bool) {
+fn run(inner: &Inner, shared: &Shared, which: Which, part: usize, ready: impl Fn(&Shared) -> bool) {
     loop {
         // Parked until a task waits.
         {
@@ -120,8 +125,17 @@ fn run(inner: &Inner, shared: &Shared, which: Which, ready: impl Fn(&Shared) -> 
         if inner.stop.load(Ordering::Acquire) {
             return;
         }
-        event(shared, which)
-            .wait_until(|| ready(shared) || inner.stop.load(Ordering::Acquire), None);
+        loop {
+            let slice = std::time::Instant::now() + REAP_INTERVAL;
+            if event(shared, which).wait_until(
+                || ready(shared) || inner.stop.load(Ordering::Acquire),
+                Some(slice),
+            ) {
+                break;
+            }
+            shared.beat(part);
+            shared.reap();
+        }
         let waker = lock(&inner.state).waker.take();
         if let Some(w) = waker {
             w.wake();

@@ -22,6 +22,94 @@ use crate::sync::{AtomicWord, Ordering};
 /// Words per cell: sequence, two payload words, padding (32 bytes).
 pub(crate) const CELL_WORDS: usize = 4;
 
+/// Who holds a broadcast message's slot: a word per slot, with bit `i` for
+/// subscriber `i`'s view and [`RING_HOLD`] for the ring. The slot has one
+/// reference for all of them; whoever clears the last bit releases it
+/// ([`leave`]). Because a holder is a bit rather than a count, a reaper
+/// knows exactly which views a dead subscriber held.
+///
+/// A subscriber's position word (its next position to read) carries two
+/// flags for the hand-over between ring and view:
+///
+/// - [`READING`]: the subscriber claimed the message at its position and
+///   is about to set its bit ([`begin_read`], [`finish_read`]). While it is
+///   set, the publisher does not release that message.
+/// - [`GONE`]: the publisher released the message at the position unread
+///   (`drop_oldest` overwrote it): the subscriber must not read it, and is
+///   told it lagged ([`force_out`]).
+///
+/// Both flags are set with a compare-and-swap on the position word, so
+/// exactly one of "the subscriber starts reading `r`" and "the publisher
+/// gives `r` up" happens first, and the other sees it. A subscriber's bit
+/// is therefore only ever set while the ring's bit is still set: never on
+/// a slot that was freed and reused.
+pub(crate) const RING_HOLD: u64 = 1 << 63;
+/// Flag of a subscriber position: reading the message at it.
+pub(crate) const READING: u64 = 1 << 62;
+/// Flag of a subscriber position: the message at it was released unread.
+pub(crate) const GONE: u64 = 1 << 61;
+/// The position part of a subscriber position word.
+pub(crate) const POS_MASK: u64 = (1 << 55) - 1;
+
+/// Subscriber: claims the message at position `seen` (its position word's
+/// value, no flags) for reading. False if the publisher flagged the
+/// position meanwhile.
+pub(crate) fn begin_read<A: AtomicWord<Value = u64>>(pos: &A, seen: u64) -> bool {
+    debug_assert_eq!(seen & !POS_MASK, 0);
+    // AcqRel: pairs with the publisher's CAS in `force_out`.
+    pos.compare_exchange(seen, seen | READING, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Subscriber, after [`begin_read`] of position `q`: sets its `bit` in the
+/// slot's holder word and moves its position past `q`. Returns the holder
+/// word as it was: it has `RING_HOLD` set under the protocol.
+pub(crate) fn finish_read<A: AtomicWord<Value = u64>>(
+    pos: &A,
+    holder: &A,
+    q: u64,
+    bit: u64,
+) -> u64 {
+    // AcqRel: the view's reads of the slot happen-before the release by
+    // whoever clears the last bit; and the ring's hold is seen.
+    let old = holder.fetch_or(bit, Ordering::AcqRel);
+    // Release: the publisher may reuse the cell (and release the message)
+    // once every subscriber's position has passed it.
+    pos.store(q + 1, Ordering::Release);
+    old
+}
+
+/// What [`force_out`] found.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ForceOut {
+    /// The subscriber is past `r`, or now flagged `GONE`.
+    Done,
+    /// The subscriber is reading `r`: wait, and try again.
+    Busy,
+}
+
+/// Publisher, before releasing message `r` unread: flags a subscriber whose
+/// position is at or before `r` as `GONE`.
+pub(crate) fn force_out<A: AtomicWord<Value = u64>>(pos: &A, r: u64) -> ForceOut {
+    let mut v = pos.load(Ordering::Acquire);
+    loop {
+        if v & POS_MASK > r || v & GONE != 0 {
+            return ForceOut::Done;
+        }
+        if v & READING != 0 {
+            return ForceOut::Busy;
+        }
+        // AcqRel: pairs with `begin_read`; a subscriber's claim from `v`
+        // now fails, and one that came first is seen (READING).
+        match pos.compare_exchange(v, v | GONE, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return ForceOut::Done,
+            Err(now) => v = now,
+        }
+    }
+}
+
+pub(crate) use crate::sync::slotstate::leave_group as leave;
+
 /// The shared part of a broadcast ring.
 pub(crate) struct Broadcast<'a, A> {
     /// Next position to publish.
@@ -163,7 +251,7 @@ mod tests {
 
     #[test]
     fn readers_never_accept_a_torn_or_overwritten_message() {
-        let n = if cfg!(miri) { 200 } else { 200_000 };
+        let n = if cfg!(miri) { 200 } else { 1_000_000 };
         let m = mem(8);
         let m2 = m.clone();
         let writer = std::thread::spawn(move || {
@@ -172,7 +260,7 @@ mod tests {
                 r.publish(p, [p, !p]);
             }
         });
-        let readers: Vec<_> = (0..2)
+        let readers: Vec<_> = (0..4)
             .map(|_| {
                 let m = m.clone();
                 std::thread::spawn(move || {
@@ -208,6 +296,7 @@ mod tests {
 #[cfg(all(test, psyne_loom))]
 mod loom_model {
     use super::*;
+    use loom::cell::UnsafeCell;
     use loom::sync::atomic::AtomicU64;
     use loom::sync::Arc;
 
@@ -244,5 +333,112 @@ mod loom_model {
             }
             w.join().unwrap();
         });
+    }
+
+    /// A slot held by a broadcast message: its holder word, its payload,
+    /// and a "freed" count (the slot's one reference released).
+    struct Held {
+        pos: AtomicU64,
+        holder: AtomicU64,
+        active: AtomicU64,
+        payload: UnsafeCell<u32>,
+        freed: AtomicU64,
+    }
+
+    // SAFETY: the payload is guarded by the holder protocol, which is what
+    // the models check (loom reports a race otherwise).
+    unsafe impl Sync for Held {}
+
+    fn held() -> Arc<Held> {
+        Arc::new(Held {
+            // The subscriber is at position 0, not yet reading.
+            pos: AtomicU64::new(0),
+            // Message 0 published: the ring holds it.
+            holder: AtomicU64::new(RING_HOLD),
+            active: AtomicU64::new(1),
+            payload: UnsafeCell::new(42),
+            freed: AtomicU64::new(0),
+        })
+    }
+
+    /// The last holder releases the slot, which is then reused at once
+    /// (written): loom reports any holder still reading it.
+    fn release(h: &Held) {
+        h.freed.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the last holder; nobody may read the payload any more.
+        h.payload.with_mut(|p| unsafe { *p = 7 });
+    }
+
+    /// The subscriber reads position 0 (bit 1): a view while it holds it.
+    fn subscriber(h: &Held) -> bool {
+        if !begin_read(&h.pos, 0) {
+            return false; // told it lagged
+        }
+        let old = finish_read(&h.pos, &h.holder, 0, 1);
+        assert_ne!(old & RING_HOLD, 0, "a view of a slot the ring let go");
+        // SAFETY: we hold a bit of the slot's group.
+        assert_eq!(h.payload.with(|p| unsafe { *p }), 42);
+        if leave(&h.holder, 1) {
+            release(h);
+        }
+        true
+    }
+
+    /// The publisher overwrites message 0 unread (`drop_oldest`): forces
+    /// the subscriber out (waiting while it reads, or until it is no longer
+    /// active), then drops the ring's hold.
+    fn publisher(h: &Held) {
+        while h.active.load(Ordering::Acquire) == 1 && force_out(&h.pos, 0) == ForceOut::Busy {
+            loom::thread::yield_now();
+        }
+        if leave(&h.holder, RING_HOLD) {
+            release(h);
+        }
+    }
+
+    /// A `drop_oldest` publisher gives up message 0 while a subscriber
+    /// reads it: the subscriber either gets a view (and the slot is freed
+    /// only after its last read) or is told it lagged; the slot is freed
+    /// exactly once.
+    #[test]
+    fn loom_broadcast_view_or_lag_never_a_freed_slot() {
+        loom::model(|| {
+            let h = held();
+            let h2 = h.clone();
+            let s = loom::thread::spawn(move || subscriber(&h2));
+            publisher(&h);
+            let viewed = s.join().unwrap();
+            assert_eq!(h.freed.load(Ordering::Relaxed), 1);
+            if !viewed {
+                assert_ne!(h.pos.load(Ordering::Relaxed) & GONE, 0);
+            }
+        });
+    }
+
+    /// The subscriber dies between claiming message 0 and recording its
+    /// view, or while holding the view. A reaper clears its bit and marks
+    /// it inactive while the publisher gives the message up: the publisher
+    /// does not wait for ever, and the slot is freed exactly once.
+    #[test]
+    fn loom_broadcast_dead_subscriber_is_reaped() {
+        for holding in [false, true] {
+            loom::model(move || {
+                let h = held();
+                assert!(begin_read(&h.pos, 0));
+                if holding {
+                    finish_read(&h.pos, &h.holder, 0, 1);
+                } // ... and dies.
+                let h2 = h.clone();
+                let reaper = loom::thread::spawn(move || {
+                    h2.active.store(0, Ordering::Release);
+                    if h2.holder.load(Ordering::Relaxed) & 1 != 0 && leave(&h2.holder, 1) {
+                        release(&h2);
+                    }
+                });
+                publisher(&h);
+                reaper.join().unwrap();
+                assert_eq!(h.freed.load(Ordering::Relaxed), 1);
+            });
+        }
     }
 }

@@ -83,8 +83,11 @@ impl<'a, A: AtomicWord<Value = u64>> Spsc<'a, A> {
         Ok(())
     }
 
-    /// Takes the oldest message, if any.
-    pub(crate) fn pop(&self, c: &mut Consumer) -> Option<[u64; 2]> {
+    /// The oldest message, if any, left in the ring: follow with
+    /// [`Spsc::advance`] once done with it (in a channel: once its slot's
+    /// reference is taken, so that a consumer killed in between leaves the
+    /// message where a reaper finds it).
+    pub(crate) fn peek(&self, c: &mut Consumer) -> Option<[u64; 2]> {
         if c.head == c.tail_cache {
             // Acquire: pairs with the producer's Release store of `tail`.
             c.tail_cache = self.tail.load(Ordering::Acquire);
@@ -93,11 +96,47 @@ impl<'a, A: AtomicWord<Value = u64>> Spsc<'a, A> {
             }
         }
         let (lo, hi) = self.cell(c.head);
-        let msg = [lo.load(Ordering::Relaxed), hi.load(Ordering::Relaxed)];
+        Some([lo.load(Ordering::Relaxed), hi.load(Ordering::Relaxed)])
+    }
+
+    /// Removes the message [`Spsc::peek`] returned.
+    pub(crate) fn advance(&self, c: &mut Consumer) {
         c.head = c.head.wrapping_add(1);
         // Release: our reads of the cell happen before the producer reuses it.
         self.head.store(c.head, Ordering::Release);
+    }
+
+    /// Takes the oldest message, if any.
+    pub(crate) fn pop(&self, c: &mut Consumer) -> Option<[u64; 2]> {
+        let msg = self.peek(c)?;
+        self.advance(c);
         Some(msg)
+    }
+
+    /// The message at position `pos`, read without claiming it (for a
+    /// reaper that knows the endpoint on the other side is dead or absent).
+    pub(crate) fn at(&self, pos: u64) -> [u64; 2] {
+        let (lo, hi) = self.cell(pos);
+        [lo.load(Ordering::Acquire), hi.load(Ordering::Acquire)]
+    }
+
+    /// The shared indices `(head, tail)`.
+    pub(crate) fn indices(&self) -> (u64, u64) {
+        (
+            self.head.load(Ordering::Acquire),
+            self.tail.load(Ordering::Acquire),
+        )
+    }
+
+    /// Moves the shared head past position `pos`, for a reaper standing in
+    /// for a dead consumer (no live consumer may exist).
+    pub(crate) fn skip(&self, pos: u64) {
+        let _ = self.head.compare_exchange(
+            pos,
+            pos.wrapping_add(1),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
     }
 
     /// Messages in the ring now (exact for either side at rest).
@@ -170,7 +209,7 @@ mod tests {
 
     #[test]
     fn threads_pass_every_message_once_in_order() {
-        let n: u64 = if cfg!(miri) { 500 } else { 200_000 };
+        let n: u64 = if cfg!(miri) { 500 } else { 1_000_000 };
         let m = mem(64);
         let m2 = m.clone();
         let t = std::thread::spawn(move || {

@@ -5,6 +5,8 @@
 //! [`Slot`] to read) that other processes reach through a 16-byte
 //! [`Handle`]. The byte layout is in `docs/layout.md`.
 
+#[doc(hidden)]
+pub mod hook;
 pub(crate) mod region;
 pub mod segment;
 pub mod slab;

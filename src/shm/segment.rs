@@ -35,7 +35,7 @@ use crate::sync::Ordering;
 /// The magic bytes at offset 0 of every segment.
 pub const MAGIC: [u8; 8] = *b"PSYNESHM";
 /// The segment layout version this build writes and reads.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the segment header in bytes.
 pub const HEADER_SIZE: usize = 512;
 /// Prefix of the shared-memory object names psyne creates.

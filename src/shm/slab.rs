@@ -1,12 +1,17 @@
 //! The slab allocator: fixed-size slots in size classes, living inside a
 //! segment and shared by every process that maps it.
 //!
-//! Control state (the slab metadata, one descriptor and one free list per
+//! Control state (the slab metadata, one descriptor and one free bitmap per
 //! class, one 128-byte header per slot) lives in the segment's control
-//! mapping; slot payloads live in the data mapping. Each class keeps its free
-//! slots on a lock-free tagged stack (`src/sync/freelist.rs`); allocating
-//! is two CASes (pop the index, claim the slot's state word), freeing is one
-//! store and one CAS. See `docs/layout.md` for the bytes.
+//! mapping; slot payloads live in the data mapping. Each slot's state word
+//! (`src/sync/slotstate.rs`) says whether it is free; each class's free
+//! bitmap (`src/sync/freebits.rs`) is a hint for finding free slots fast.
+//! Allocating is two CASes (clear a bit, claim the slot's state word);
+//! freeing is one atomic operation on the state word and one `fetch_or`.
+//! A process killed between the two steps leaves a free slot that the
+//! bitmap does not show; [`Slab::repair`] finds it again (run by channel
+//! endpoints when they find a dead peer, and by an allocation that finds
+//! the slab full). See `docs/layout.md` for the bytes.
 //!
 //! Every slot payload is aligned to [`SLOT_ALIGN`] (256) bytes, so a slot can
 //! be a GPU storage-buffer binding offset; slots of a page or more are
@@ -18,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 
+use super::hook::{self, Point};
 use super::region::Memory;
-use super::slot::{Handle, Slot, SlotMut, TensorHeader};
+use super::slot::{GroupBit, Handle, Slot, SlotMut, TensorHeader};
 use crate::error::{Error, Result};
-use crate::sync::freelist::{self, pack, NIL};
+use crate::sync::freebits;
 use crate::sync::slotstate;
 use crate::sync::Ordering;
 use crate::tensor::{Element, Shape};
@@ -36,6 +42,13 @@ pub const MAX_CLASSES: usize = 16;
 pub const MAX_SLOT_SIZE: u64 = u32::MAX as u64 + 1 - PAGE_SIZE;
 
 const SLAB_MAGIC: u32 = u32::from_le_bytes(*b"SLB1");
+/// The most slots a class can have (an index must fit in 32 bits).
+const MAX_SLOTS: u32 = u32::MAX - 1;
+/// Free bitmaps start at multiples of this many bytes.
+const BITMAP_ALIGN: u64 = 128;
+/// How often an allocation that finds the slab full may repair its free
+/// bitmaps (process-local).
+const REPAIR_INTERVAL: Duration = Duration::from_millis(100);
 pub(crate) const META_SIZE: usize = 128;
 pub(crate) const CLASS_SIZE: usize = 128;
 pub(crate) const SLOT_HEADER_SIZE: usize = 128;
@@ -62,13 +75,16 @@ struct ClassDesc {
     slot_align: u32,
     data_offset: u64,
     headers_offset: u64,
-    _reserved: [u8; 32],
+    /// Slab offset of the class's free bitmap.
+    free_offset: u64,
+    _reserved: [u8; 24],
 }
 
 /// The mutable second half of a class record (its own cache line).
 #[repr(C)]
 struct ClassHot {
-    head: AtomicU64,
+    /// A bitmap word likely to have free slots (a hint; any value is safe).
+    cursor: AtomicU64,
     failures: AtomicU64,
     _pad: [u64; 6],
 }
@@ -78,8 +94,11 @@ struct ClassHot {
 pub(crate) struct SlotAtomics {
     /// Generation and holders ([`crate::sync::slotstate`]).
     pub(crate) state: AtomicU64,
+    /// The process holding the slot's one read reference (set by `take`
+    /// and `into_shared`; 0 from allocation on). A writer is named in
+    /// `state` instead.
     pub(crate) owner_pid: AtomicU32,
-    pub(crate) next_free: AtomicU32,
+    _reserved: AtomicU32,
 }
 
 const _: () = {
@@ -172,7 +191,7 @@ impl SlabConfig {
                     "slot size {size} exceeds the maximum of {MAX_SLOT_SIZE} bytes"
                 )));
             }
-            if count == NIL {
+            if count > MAX_SLOTS {
                 return Err(Error::InvalidConfig(format!(
                     "{count} slots in one class is too many"
                 )));
@@ -197,15 +216,29 @@ impl SlabConfig {
         Ok(data_layout(&self.normalized()?)?.1)
     }
 
-    /// Bytes of control state the slab needs (metadata and slot headers).
+    /// Bytes of control state the slab needs (metadata, slot headers and
+    /// free bitmaps).
     ///
     /// # Errors
     /// As [`SlabConfig::data_bytes`].
     pub fn control_bytes(&self) -> Result<u64> {
-        let classes = self.normalized()?;
-        let slots: u64 = classes.iter().map(|c| c.1 as u64).sum();
-        Ok((META_SIZE + CLASS_SIZE * classes.len()) as u64 + slots * SLOT_HEADER_SIZE as u64)
+        Ok(control_layout(&self.normalized()?).1)
     }
+}
+
+/// (slab offset of each class's free bitmap, bytes of control state): the
+/// metadata, the class table, every class's slot headers, then every
+/// class's free bitmap, each starting at a multiple of 128 bytes.
+fn control_layout(classes: &[(u64, u32)]) -> (Vec<u64>, u64) {
+    let slots: u64 = classes.iter().map(|c| c.1 as u64).sum();
+    let mut at = (META_SIZE + CLASS_SIZE * classes.len()) as u64 + slots * SLOT_HEADER_SIZE as u64;
+    let mut offsets = Vec::with_capacity(classes.len());
+    for &(_, count) in classes {
+        at = at.next_multiple_of(BITMAP_ALIGN);
+        offsets.push(at);
+        at += freebits::words_for(count) as u64 * 8;
+    }
+    (offsets, at)
 }
 
 fn align_for(size: u64) -> u64 {
@@ -242,6 +275,23 @@ fn data_layout(classes: &[(u64, u32)]) -> Result<(Vec<u64>, u64)> {
     ))
 }
 
+/// Who a dead process was to a slot it was moving, for
+/// [`Slab::reclaim_handle`]: the states it can have left the slot in.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// Sending it: its writer, or the pending reference of a handle that
+    /// never reached a ring.
+    Sender,
+    /// Receiving it off a ring: the handle's pending reference, or the one
+    /// read reference it took from it.
+    Taker,
+    /// Holding the one read reference it took.
+    Reader,
+    /// Publishing it to a broadcast ring: its writer, or the one reference
+    /// of a group nobody joined.
+    Group,
+}
+
 /// What a process knows about one class after validating it.
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct Class {
@@ -252,7 +302,9 @@ pub(crate) struct Class {
     /// Offset of slot 0's header in the control mapping.
     headers_offset: usize,
     /// Offset of the class's hot line in the control mapping.
-    hot_offset: usize,
+    pub(crate) hot_offset: usize,
+    /// Offset of the class's free bitmap in the control mapping.
+    pub(crate) free_offset: usize,
 }
 
 /// Usage of one size class.
@@ -289,7 +341,11 @@ pub struct Slab {
 pub(crate) struct SlabInner {
     pub(crate) mem: Arc<Memory>,
     pub(crate) classes: Vec<Class>,
-    pid: u32,
+    pub(crate) pid: u32,
+    /// When this process last repaired the free bitmaps because an
+    /// allocation found the slab full (milliseconds since `created`).
+    repaired_ms: AtomicU64,
+    created: Instant,
 }
 
 impl std::fmt::Debug for Slab {
@@ -312,17 +368,20 @@ impl Slab {
                 "data mapping too small for the slab".into(),
             ));
         }
-        let control_size = cfg.control_bytes()?;
+        let (free_offsets, control_size) = control_layout(&classes);
         let mut descs = Vec::with_capacity(classes.len());
         let mut headers_at = (META_SIZE + CLASS_SIZE * classes.len()) as u64;
-        for (&(slot_size, slot_count), &data_offset) in classes.iter().zip(&data_offsets) {
+        for (i, (&(slot_size, slot_count), &data_offset)) in
+            classes.iter().zip(&data_offsets).enumerate()
+        {
             descs.push(ClassDesc {
                 slot_size,
                 slot_count,
                 slot_align: align_for(slot_size) as u32,
                 data_offset,
                 headers_offset: headers_at,
-                _reserved: [0; 32],
+                free_offset: free_offsets[i],
+                _reserved: [0; 24],
             });
             headers_at += slot_count as u64 * SLOT_HEADER_SIZE as u64;
         }
@@ -352,12 +411,14 @@ impl Slab {
         let slab = Slab::from_descs(mem.clone(), area, &descs);
         for c in &slab.inner.classes {
             let hot = slab.hot(c);
-            hot.head.store(pack(0, NIL), Ordering::Relaxed);
-            for i in (0..c.slot_count).rev() {
+            hot.cursor.store(0, Ordering::Relaxed);
+            for i in 0..c.slot_count {
                 let s = slab.slot_atomics(c, i);
                 s.state.store(0, Ordering::Relaxed);
                 s.owner_pid.store(0, Ordering::Relaxed);
-                freelist::push(&hot.head, i, &s.next_free);
+            }
+            for (w, word) in slab.bits(c).iter().enumerate() {
+                word.store(freebits::initial_word(c.slot_count, w), Ordering::Relaxed);
             }
         }
         Ok(slab)
@@ -444,7 +505,7 @@ impl Slab {
                     "slot size {} is not larger than the previous class's",
                     d.slot_size
                 ))
-            } else if d.slot_count == 0 || d.slot_count == NIL {
+            } else if d.slot_count == 0 || d.slot_count > MAX_SLOTS {
                 Some(format!("slot count {}", d.slot_count))
             } else if d.slot_align as u64 != align || d.data_offset % align != 0 {
                 Some(format!(
@@ -473,6 +534,23 @@ impl Slab {
             prev_data_end = data_end.unwrap_or(u64::MAX);
             prev_hdr_end = hdr_end.unwrap_or(u64::MAX);
         }
+        // The free bitmaps follow every class's slot headers, in class order.
+        let mut prev_bits_end = prev_hdr_end;
+        for (i, d) in descs.iter().enumerate() {
+            let end = d
+                .free_offset
+                .checked_add(freebits::words_for(d.slot_count) as u64 * 8);
+            if d.free_offset < prev_bits_end
+                || d.free_offset % 8 != 0
+                || end.is_none_or(|e| e > meta.control_size)
+            {
+                return Err(bad(format!(
+                    "size class {i}: free bitmap at {} overlaps, is misaligned or leaves the slab area",
+                    d.free_offset
+                )));
+            }
+            prev_bits_end = end.unwrap_or(u64::MAX);
+        }
         Ok(Slab::from_descs(mem, area, &descs))
     }
 
@@ -486,6 +564,7 @@ impl Slab {
                 data_offset: d.data_offset,
                 headers_offset: area + d.headers_offset as usize,
                 hot_offset: area + META_SIZE + i * CLASS_SIZE + 64,
+                free_offset: area + d.free_offset as usize,
             })
             .collect();
         Slab {
@@ -493,6 +572,8 @@ impl Slab {
                 mem,
                 classes,
                 pid: std::process::id(),
+                repaired_ms: AtomicU64::new(u64::MAX),
+                created: Instant::now(),
             }),
         }
     }
@@ -501,6 +582,18 @@ impl Slab {
         // SAFETY: ClassHot is atomics (and padding never read); valid for any
         // bits, changed only atomically. The offset was validated in attach.
         unsafe { self.inner.mem.control.at(c.hot_offset) }
+    }
+
+    /// The class's free bitmap.
+    pub(crate) fn bits(&self, c: &Class) -> &[AtomicU64] {
+        // SAFETY: atomics, valid for any bits and only changed atomically;
+        // the range was validated in attach (or laid out by format).
+        unsafe {
+            self.inner
+                .mem
+                .control
+                .slice_at(c.free_offset, freebits::words_for(c.slot_count))
+        }
     }
 
     pub(crate) fn slot_atomics(&self, c: &Class, index: u32) -> &SlotAtomics {
@@ -558,39 +651,109 @@ impl Slab {
                 requested: nbytes,
                 max: self.max_slot_size(),
             })?;
+        if let Some(slot) = self.alloc_from(first, nbytes)? {
+            return Ok(slot);
+        }
+        // Full. A process killed between the two steps of an allocation or
+        // a free leaves a free slot that the bitmaps do not show: look for
+        // such slots (at most every REPAIR_INTERVAL in this process) before
+        // giving up.
+        if self.repair_due() && self.repair() > 0 {
+            if let Some(slot) = self.alloc_from(first, nbytes)? {
+                return Ok(slot);
+            }
+        }
+        Err(Error::SlabFull { requested: nbytes })
+    }
+
+    /// One pass over the classes from `first` on: a slot, or `None` if
+    /// every one of them looked full.
+    fn alloc_from(&self, first: usize, nbytes: u64) -> Result<Option<SlotMut>> {
+        let pid = self.inner.pid;
         for ci in first..self.inner.classes.len() {
             let c = &self.inner.classes[ci];
             if c.slot_size < nbytes {
                 continue; // unreachable for validated (sorted) classes
             }
             let hot = self.hot(c);
-            let popped = freelist::pop(&hot.head, |i| {
-                (i < c.slot_count).then(|| &self.slot_atomics(c, i).next_free)
-            })
-            .map_err(|e| {
-                Error::Corrupt(format!(
-                    "free list of size class {ci} links to slot {}",
-                    e.0
-                ))
-            })?;
-            let Some(index) = popped else {
+            let bits = self.bits(c);
+            // A hint: `take` starts at word 0 if it is out of range.
+            let start = hot.cursor.load(Ordering::Relaxed) as usize;
+            let claimed = loop {
+                let Some((word, index)) = freebits::take(bits, start) else {
+                    break None;
+                };
+                if index >= c.slot_count as usize {
+                    return Err(Error::Corrupt(format!(
+                        "free bitmap of size class {ci} marks slot {index} of {}",
+                        c.slot_count
+                    )));
+                }
+                let index = index as u32;
+                hook::hit(Point::AllocAfterTake);
+                let s = self.slot_atomics(c, index);
+                // A refused claim: the bit was stale (the slot is in use;
+                // a repair raced its allocation). The bit is gone now.
+                if let Ok(generation) = slotstate::begin_write(&s.state, pid) {
+                    if word != start {
+                        hot.cursor.store(word as u64, Ordering::Relaxed);
+                    }
+                    break Some((s, index, generation));
+                }
+            };
+            let Some((s, index, generation)) = claimed else {
                 hot.failures.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let s = self.slot_atomics(c, index);
-            let generation = slotstate::begin_write(&s.state).map_err(|state| {
-                Error::Corrupt(format!(
-                    "slot {index} of size class {ci} was on the free list while held (state {state:#x})"
-                ))
-            })?;
-            s.owner_pid.store(self.inner.pid, Ordering::Relaxed);
+            // The slot is ours: clear the previous reader's name.
+            s.owner_pid.store(0, Ordering::Relaxed);
             let header = TensorHeader::raw(nbytes);
-            // SAFETY: we popped the slot, so we own it exclusively; nobody
-            // reads its tensor header until we publish a handle.
+            // SAFETY: we claimed the slot's state word, so we own it
+            // exclusively; nobody reads its tensor header until we publish.
             unsafe { self.tensor_header_ptr(c, index).write(header) };
-            return Ok(SlotMut::new(self.clone(), ci as u8, index, generation));
+            return Ok(Some(SlotMut::new(
+                self.clone(),
+                ci as u8,
+                index,
+                generation,
+            )));
         }
-        Err(Error::SlabFull { requested: nbytes })
+        Ok(None)
+    }
+
+    /// Whether this process may run a repair for a full slab now (and, if
+    /// so, notes that it does).
+    fn repair_due(&self) -> bool {
+        let now = self.inner.created.elapsed().as_millis() as u64;
+        let last = self.inner.repaired_ms.load(Ordering::Relaxed);
+        let due =
+            last == u64::MAX || now.saturating_sub(last) >= REPAIR_INTERVAL.as_millis() as u64;
+        due && self
+            .inner
+            .repaired_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Marks every free slot in its class's free bitmap: slots that a
+    /// process killed between the two steps of an allocation or a free
+    /// left free but unmarked become allocatable again. Safe at any time,
+    /// concurrently with anything (see `sync/freebits.rs`). Returns how
+    /// many bits it set. Costs one load per slot.
+    pub fn repair(&self) -> u64 {
+        self.inner
+            .classes
+            .iter()
+            .map(|c| {
+                let n = freebits::repair(self.bits(c), c.slot_count as usize, |i| {
+                    &self.slot_atomics(c, i as u32).state
+                });
+                if n > 0 {
+                    self.hot(c).cursor.store(0, Ordering::Relaxed);
+                }
+                n as u64
+            })
+            .sum()
     }
 
     /// Like [`Slab::alloc`], but waits up to `timeout` for a slot to free up.
@@ -717,26 +880,65 @@ impl Slab {
     pub(crate) fn release(&self, class: u8, index: u32) {
         let s = self.slot_atomics(self.class(class), index);
         if slotstate::release(&s.state) {
-            self.free(class, index);
+            self.mark_free(class, index);
         }
     }
 
-    /// Returns a slot with no holders left (or given up by its exclusive
-    /// writer) to its free list.
-    pub(crate) fn free(&self, class: u8, index: u32) {
-        let c = self.class(class);
-        let s = self.slot_atomics(c, index);
-        // A new generation makes every outstanding handle stale.
-        slotstate::retire(&s.state);
-        s.owner_pid.store(0, Ordering::Relaxed);
-        freelist::push(&self.hot(c).head, index, &s.next_free);
+    /// The mask word of a slot group (see [`GroupBit`]) at `offset` in the
+    /// control mapping.
+    pub(crate) fn group_word(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: an atomic, valid for any bits and only changed atomically;
+        // `at` checks bounds and alignment (the offset comes from a channel
+        // area validated when it was attached).
+        unsafe { self.inner.mem.control.at(offset) }
     }
 
-    /// Frees the slots a dead process held alone: loans it never sent
-    /// (`WRITER`) and views it took and did not drop (one reader, no handle
-    /// pending). Slots it had sent (a pending handle on a ring) are left for
-    /// their receiver; references it added to shared slots (broadcast) cannot
-    /// be told apart from others' and stay. Returns how many were freed.
+    /// Clears `g`'s bit; the last holder of the group releases the slot's
+    /// reference.
+    pub(crate) fn leave_group(&self, g: GroupBit, class: u8, index: u32) {
+        if slotstate::leave_group(self.group_word(g.word), g.bit) {
+            self.release(class, index);
+        }
+    }
+
+    /// An unpublished writer gives its slot up: the slot is freed.
+    pub(crate) fn give_up(&self, class: u8, index: u32, generation: u32) {
+        let s = self.slot_atomics(self.class(class), index);
+        slotstate::give_up(&s.state, generation);
+        self.mark_free(class, index);
+    }
+
+    /// Marks a slot whose state word was just freed in its class's free
+    /// bitmap, so that allocations find it.
+    fn mark_free(&self, class: u8, index: u32) {
+        hook::hit(Point::FreeBeforeBit);
+        let c = self.class(class);
+        freebits::put(self.bits(c), index as usize);
+        let word = (index as usize / freebits::WORD_BITS) as u64;
+        let hot = self.hot(c);
+        if word < hot.cursor.load(Ordering::Relaxed) {
+            hot.cursor.store(word, Ordering::Relaxed);
+        }
+    }
+
+    /// Frees slot `index` of `class` if its state is still exactly `seen`
+    /// and `seen` is a state one dead process can be the only holder of
+    /// (see [`slotstate::seize`]). Returns whether it did.
+    fn seize(&self, class: u8, index: u32, seen: u64) -> bool {
+        let s = self.slot_atomics(self.class(class), index);
+        if slotstate::seize(&s.state, seen) {
+            self.mark_free(class, index);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Frees the slots a dead process held alone: loans it never sent (its
+    /// pid is in the state word as the writer) and views it took and did not
+    /// drop (one reader, no handle pending, `owner_pid` is its pid). Slots
+    /// it had sent (a pending handle on a ring) are left for their receiver.
+    /// Returns how many were freed.
     ///
     /// The caller must know that `pid` is dead (not merely quiet).
     pub(crate) fn reclaim_owner(&self, pid: u32) -> u64 {
@@ -744,17 +946,84 @@ impl Slab {
         for (ci, c) in self.inner.classes.iter().enumerate() {
             for i in 0..c.slot_count {
                 let s = self.slot_atomics(c, i);
-                if s.owner_pid.load(Ordering::Relaxed) != pid {
-                    continue;
-                }
                 let seen = s.state.load(Ordering::Acquire);
-                if slotstate::seize(&s.state, seen) {
-                    self.free(ci as u8, i);
+                let mine = match slotstate::writer_pid(seen) {
+                    Some(w) => w == pid,
+                    None => {
+                        slotstate::holders(seen) == 1 && s.owner_pid.load(Ordering::Relaxed) == pid
+                    }
+                };
+                if mine && self.seize(ci as u8, i, seen) {
                     freed += 1;
                 }
             }
         }
         freed
+    }
+
+    /// Frees the slot of handle `h` on behalf of dead process `pid`, which
+    /// was moving it when it died, if the slot still holds `h`'s generation
+    /// and its holders are what `how` says a dead mover leaves. Returns
+    /// whether it did.
+    ///
+    /// The caller must know that nobody else holds or can take the
+    /// references it frees (the handle is on no ring and in no live hands).
+    pub(crate) fn reclaim_handle(&self, h: &Handle, pid: u32, how: Holder) -> bool {
+        let Ok((ci, index)) = self.resolve(h) else {
+            return false;
+        };
+        let s = self.slot_atomics(self.class(ci), index);
+        let seen = s.state.load(Ordering::Acquire);
+        let holders = slotstate::holders(seen);
+        let writer = slotstate::writer_pid(seen) == Some(pid);
+        let his = slotstate::generation(seen) == h.generation
+            && match how {
+                Holder::Sender => writer || holders == slotstate::PENDING,
+                Holder::Taker => holders == slotstate::PENDING || holders == 1,
+                Holder::Reader => holders == 1,
+                Holder::Group => writer || holders == 1,
+            };
+        his && self.seize(ci, index, seen)
+    }
+
+    /// `(generation, holders)` of the slot `h` names, if it names one.
+    pub(crate) fn handle_state(&self, h: &Handle) -> Option<(u32, u32)> {
+        let (ci, index) = self.resolve(h).ok()?;
+        let st = self
+            .slot_atomics(self.class(ci), index)
+            .state
+            .load(Ordering::Acquire);
+        Some((slotstate::generation(st), slotstate::holders(st)))
+    }
+
+    /// Slots over all classes.
+    pub(crate) fn total_slots(&self) -> usize {
+        self.inner
+            .classes
+            .iter()
+            .map(|c| c.slot_count as usize)
+            .sum()
+    }
+
+    /// The number of slot `index` of `class` when the slots of all classes
+    /// are counted in order, class 0 first.
+    pub(crate) fn slot_number(&self, class: u8, index: u32) -> usize {
+        let before: usize = self.inner.classes[..class as usize]
+            .iter()
+            .map(|c| c.slot_count as usize)
+            .sum();
+        before + index as usize
+    }
+
+    /// `(class, index)` of slot number `n` (see [`Slab::slot_number`]).
+    pub(crate) fn slot_at(&self, mut n: usize) -> (u8, u32) {
+        for (ci, c) in self.inner.classes.iter().enumerate() {
+            if n < c.slot_count as usize {
+                return (ci as u8, n as u32);
+            }
+            n -= c.slot_count as usize;
+        }
+        panic!("psyne bug: slot number out of range");
     }
 
     /// Usage of every size class, smallest first.

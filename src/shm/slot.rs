@@ -467,6 +467,13 @@ impl SlotMut {
     /// Turns the exclusive slot into a read-only reference (which can then
     /// be cloned, e.g. for several readers).
     pub fn into_shared(mut self) -> Slot {
+        // Named before publishing (we still own the slot exclusively), so a
+        // crash of this process never leaves the reference unattributed.
+        let r = &self.r;
+        r.slab
+            .slot_atomics(r.slab.class(r.class), r.index)
+            .owner_pid
+            .store(r.slab.inner.pid, std::sync::atomic::Ordering::Relaxed);
         self.publish(false);
         self.armed = false;
         let r = &self.r;
@@ -475,11 +482,11 @@ impl SlotMut {
 
     /// Publishes the slot as a pending handle while keeping the `SlotMut`
     /// (the channel's send: the handle goes on a ring next). Follow with
-    /// [`SlotMut::sent`] or [`SlotMut::unpublish`].
-    pub(crate) fn publish_pending(&self) -> Handle {
-        let h = self.handle();
+    /// [`SlotMut::sent`] or [`SlotMut::unpublish`]. `h` is `self.handle()`,
+    /// which the caller has already made.
+    pub(crate) fn publish_pending(&self, h: &Handle) {
+        debug_assert_eq!(*h, self.handle());
         self.publish(true);
-        h
     }
 
     /// The handle was delivered: this reference now belongs to it.
@@ -491,7 +498,22 @@ impl SlotMut {
     /// forged handle took the reference meanwhile (then give up the slot
     /// with [`SlotMut::sent`]).
     pub(crate) fn unpublish(&self) -> bool {
-        slotstate::unpublish(self.r.state(), self.r.generation)
+        slotstate::unpublish(self.r.state(), self.r.generation, self.r.slab.inner.pid)
+    }
+
+    /// `(class, index)` of the slot.
+    pub(crate) fn location(&self) -> (u8, u32) {
+        (self.r.class, self.r.index)
+    }
+
+    /// Publishes the slot as one read reference held by no process in
+    /// particular (a broadcast channel records its holders itself). The
+    /// reference is the caller's to account for.
+    pub(crate) fn into_group(mut self) -> Handle {
+        let h = self.handle();
+        self.publish(false);
+        self.armed = false;
+        h
     }
 
     fn publish(&self, pending: bool) {
@@ -502,8 +524,10 @@ impl SlotMut {
 impl Drop for SlotMut {
     fn drop(&mut self) {
         if self.armed {
-            // The only holder: free without touching a reference count.
-            self.r.slab.free(self.r.class, self.r.index);
+            // The only holder: the slot goes back, of the next generation.
+            self.r
+                .slab
+                .give_up(self.r.class, self.r.index, self.r.generation);
         }
     }
 }
@@ -517,12 +541,27 @@ impl fmt::Debug for SlotMut {
     }
 }
 
+/// A slot reference held collectively: one counted reference to the slot,
+/// shared by the holders whose bits are set in a mask word in the control
+/// region (a broadcast channel's table of who holds what). A holder that
+/// clears its bit and finds no other bit set releases the reference.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct GroupBit {
+    /// Offset of the mask word in the control mapping.
+    pub(crate) word: usize,
+    /// This holder's bit.
+    pub(crate) bit: u64,
+}
+
 /// One counted, read-only reference to a slot. Clones add references;
 /// the last one dropped frees the slot.
 pub struct Slot {
     r: SlotRef,
     /// False once the reference was handed on (see [`SlotMut`]).
     armed: bool,
+    /// Set for a broadcast view: this reference is a bit of a group
+    /// (dropping clears it), not a count of its own.
+    group: Option<GroupBit>,
 }
 
 impl Slot {
@@ -535,7 +574,21 @@ impl Slot {
                 generation,
             },
             armed: true,
+            group: None,
         }
+    }
+
+    /// A view whose reference is `group`'s bit, already set by the caller.
+    pub(crate) fn in_group(
+        slab: Slab,
+        class: u8,
+        index: u32,
+        generation: u32,
+        group: GroupBit,
+    ) -> Self {
+        let mut s = Slot::new(slab, class, index, generation);
+        s.group = Some(group);
+        s
     }
 
     pub(crate) fn check_len(&self, len: u32) -> Result<()> {
@@ -617,8 +670,14 @@ impl Slot {
     /// Gives up this reference into a handle, for [`Slab::take`].
     pub fn into_handle(mut self) -> Handle {
         let h = self.handle();
-        slotstate::to_pending(self.r.state());
-        self.armed = false;
+        if self.group.is_some() {
+            // A broadcast view: the handle gets a reference of its own, and
+            // dropping `self` leaves the group.
+            slotstate::add_pending(self.r.state());
+        } else {
+            slotstate::to_pending(self.r.state());
+            self.armed = false;
+        }
         h
     }
 
@@ -639,8 +698,12 @@ impl Clone for Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.armed {
-            self.r.slab.release(self.r.class, self.r.index);
+        if !self.armed {
+            return;
+        }
+        match self.group {
+            Some(g) => self.r.slab.leave_group(g, self.r.class, self.r.index),
+            None => self.r.slab.release(self.r.class, self.r.index),
         }
     }
 }

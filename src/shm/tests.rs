@@ -211,16 +211,19 @@ fn handing_a_slot_on_does_not_keep_the_segment_alive() {
 }
 
 #[test]
-fn a_free_list_cycle_never_gives_one_slot_two_writers() {
-    // Damage: slot 0 of the only class links to itself, so every pop
-    // returns index 0 and the list never empties.
+fn a_damaged_free_bitmap_never_gives_one_slot_two_writers() {
+    // Damage: the only slot's free bit is set again while it is held, and
+    // a bit past the last slot is set.
     let seg = Segment::anonymous(&SlabConfig::new().class(256, 1)).unwrap();
     let slab = seg.slab().clone();
     let c = *slab.class(0);
-    slab.slot_atomics(&c, 0)
-        .next_free
-        .store(0, crate::sync::Ordering::Relaxed);
     let held = slab.alloc(8).unwrap();
+    crate::sync::freebits::put(slab.bits(&c), 0);
+    assert!(
+        matches!(slab.alloc(8), Err(Error::SlabFull { .. })),
+        "the state word refuses a held slot"
+    );
+    crate::sync::freebits::put(slab.bits(&c), 5);
     assert!(matches!(slab.alloc(8), Err(Error::Corrupt(_))));
     drop(held);
     let rounds = if cfg!(miri) { 20 } else { 2_000 };
@@ -230,6 +233,8 @@ fn a_free_list_cycle_never_gives_one_slot_two_writers() {
             std::thread::spawn(move || {
                 let mut owned = 0;
                 for _ in 0..rounds {
+                    // Stale bits while the slot is held, from a "repair".
+                    crate::sync::freebits::put(slab.bits(slab.class(0)), 0);
                     match slab.alloc(8) {
                         Ok(mut s) => {
                             owned += 1;
@@ -237,7 +242,7 @@ fn a_free_list_cycle_never_gives_one_slot_two_writers() {
                             std::thread::yield_now();
                             assert!(s.bytes().iter().all(|&b| b == t), "two writers");
                         }
-                        Err(Error::Corrupt(_)) => {}
+                        Err(Error::SlabFull { .. }) => {}
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -247,6 +252,29 @@ fn a_free_list_cycle_never_gives_one_slot_two_writers() {
         .collect();
     let owned: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(owned > 0);
+    assert_eq!(slab.used_slots(), 0);
+}
+
+#[test]
+fn slots_lost_by_a_crash_between_two_steps_are_found_again() {
+    let seg = Segment::anonymous(&SlabConfig::new().class(256, 3)).unwrap();
+    let slab = seg.slab().clone();
+    let c = *slab.class(0);
+    // An allocation that cleared slot 0's bit and died before claiming it.
+    assert_eq!(crate::sync::freebits::take(slab.bits(&c), 0), Some((0, 0)));
+    // An allocation of slot 1, then a free of it that freed its state and
+    // died before setting its bit.
+    assert_eq!(crate::sync::freebits::take(slab.bits(&c), 0), Some((0, 1)));
+    let st = &slab.slot_atomics(&c, 1).state;
+    let g = crate::sync::slotstate::begin_write(st, 1).unwrap();
+    crate::sync::slotstate::give_up(st, g);
+    assert_eq!(slab.used_slots(), 0, "both slots are free...");
+    // ... but only slot 2 can be found; a full slab repairs the bitmap.
+    let all: Vec<_> = std::iter::from_fn(|| slab.alloc(8).ok()).collect();
+    assert_eq!(all.len(), 3, "the repair on a full slab found both");
+    drop(all);
+    assert_eq!(slab.repair(), 0, "nothing left to repair");
+    assert_eq!(slab.used_slots(), 0);
 }
 
 #[test]
@@ -423,4 +451,17 @@ proptest! {
         let all: Vec<_> = std::iter::from_fn(|| slab.alloc(1).ok()).collect();
         prop_assert_eq!(all.len(), 7);
     }
+}
+
+#[test]
+fn the_worked_example_of_the_layout_doc_holds() {
+    // docs/layout.md, "Worked example".
+    let cfg = SlabConfig::new().class(4096, 32).class(65536, 4);
+    assert_eq!(cfg.control_bytes().unwrap(), 5128);
+    assert_eq!(cfg.data_bytes().unwrap(), 393216);
+    let seg = Segment::anonymous(&cfg).unwrap();
+    let slab = seg.slab();
+    let area = slab.class(0).hot_offset - 64 - 128; // the slab area's start
+    assert_eq!(slab.class(0).free_offset - area, 4992);
+    assert_eq!(slab.class(1).free_offset - area, 5120);
 }

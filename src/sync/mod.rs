@@ -7,7 +7,7 @@
 //! loom's atomics, so the exact code that runs in production is the code the
 //! model checker explores.
 
-pub(crate) mod freelist;
+pub(crate) mod freebits;
 pub(crate) mod slotstate;
 pub(crate) mod wait;
 
@@ -26,7 +26,15 @@ pub(crate) trait AtomicWord {
         success: Ordering,
         failure: Ordering,
     ) -> Result<Self::Value, Self::Value>;
-    fn fetch_sub(&self, value: Self::Value, order: Ordering) -> Self::Value;
+    fn compare_exchange(
+        &self,
+        current: Self::Value,
+        new: Self::Value,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<Self::Value, Self::Value>;
+    fn fetch_or(&self, value: Self::Value, order: Ordering) -> Self::Value;
+    fn fetch_and(&self, value: Self::Value, order: Ordering) -> Self::Value;
 }
 
 macro_rules! atomic_word {
@@ -52,8 +60,22 @@ macro_rules! atomic_word {
                 <$atomic>::compare_exchange_weak(self, current, new, success, failure)
             }
             #[inline]
-            fn fetch_sub(&self, value: $v, order: Ordering) -> $v {
-                <$atomic>::fetch_sub(self, value, order)
+            fn compare_exchange(
+                &self,
+                current: $v,
+                new: $v,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$v, $v> {
+                <$atomic>::compare_exchange(self, current, new, success, failure)
+            }
+            #[inline]
+            fn fetch_or(&self, value: $v, order: Ordering) -> $v {
+                <$atomic>::fetch_or(self, value, order)
+            }
+            #[inline]
+            fn fetch_and(&self, value: $v, order: Ordering) -> $v {
+                <$atomic>::fetch_and(self, value, order)
             }
         }
     };

@@ -7,7 +7,7 @@
 //!
 //! | bits   | meaning |
 //! |--------|---------|
-//! | 31     | `WRITER`: one [`SlotMut`](crate::SlotMut) owns the slot exclusively |
+//! | 31     | `WRITER`: one [`SlotMut`](crate::SlotMut) owns the slot exclusively; bits 0..31 are then the writer's process id |
 //! | 20..31 | pending: references carried by handles not yet taken (at most 2047) |
 //! | 0..20  | refs: live read-only references (at most 2^20 - 1) |
 //!
@@ -16,6 +16,15 @@
 //! g", "add a reader to generation g") is one compare-and-swap that checks
 //! both: a handle to a recycled slot can never claim the new tensor, and a
 //! slot being written can never be read.
+//!
+//! Crash safety: every transition is one atomic operation on this word, and
+//! none leaves a state that needs a second step to be consistent. The writer
+//! is named in the word itself (so a dead writer's slot is found without a
+//! separate owner field that a crash could leave stale), and the last
+//! reference going away moves to `(generation + 1, free)` in the same
+//! operation (so a process that dies right after it leaves a free slot, not
+//! a half-freed one). Whether a free slot is also marked in its class's free
+//! bitmap is a separate, repairable hint (`sync/freebits.rs`).
 
 use super::{AtomicWord, Ordering};
 
@@ -35,14 +44,36 @@ pub(crate) const fn holders(state: u64) -> u32 {
 }
 
 #[inline]
-const fn pack(generation: u32, holders: u32) -> u64 {
+pub(crate) const fn pack(generation: u32, holders: u32) -> u64 {
     ((generation as u64) << 32) | holders as u64
 }
 
-/// Live read-only references in a state.
+/// The holders value of a slot written by process `pid`.
+#[inline]
+pub(crate) const fn writer(pid: u32) -> u32 {
+    WRITER | (pid & !WRITER)
+}
+
+/// The process writing a slot in `state`, if a writer holds it.
+#[inline]
+pub(crate) const fn writer_pid(state: u64) -> Option<u32> {
+    let h = holders(state);
+    if h & WRITER != 0 {
+        Some(h & !WRITER)
+    } else {
+        None
+    }
+}
+
+/// Live read-only references in a state (0 while a writer holds it).
 #[inline]
 pub(crate) const fn refs(state: u64) -> u32 {
-    holders(state) & REFS
+    let h = holders(state);
+    if h & WRITER != 0 {
+        0
+    } else {
+        h & REFS
+    }
 }
 
 /// Why a claim on a slot was refused.
@@ -58,24 +89,20 @@ pub(crate) enum Refused {
     Overflow,
 }
 
-/// Claims a slot just popped off the free list for writing. Returns its
-/// generation, or the unexpected state if the slot was not free (a damaged
-/// segment).
-///
-/// A CAS rather than a store: on an intact free list the pop alone makes
-/// the slot ours, but a damaged list (say a link from a slot to itself) can
-/// hand one index to two poppers; the CAS lets only one of them write.
+/// Claims a free slot for writing by process `pid`. Returns its
+/// generation, or the state found if the slot was not free (a stale hint
+/// in the free bitmap, or another claimer first).
 #[inline]
-pub(crate) fn begin_write<A: AtomicWord<Value = u64>>(st: &A) -> Result<u32, u64> {
+pub(crate) fn begin_write<A: AtomicWord<Value = u64>>(st: &A, pid: u32) -> Result<u32, u64> {
     let mut s = st.load(Ordering::Relaxed);
     loop {
         if holders(s) != 0 {
             return Err(s);
         }
-        let claimed = pack(generation(s), WRITER);
-        // Acquire: pairs with the Release store in `retire`. On an intact
-        // list the pop's Acquire already ordered the previous holder's
-        // accesses before ours; on a damaged one this does.
+        let claimed = pack(generation(s), writer(pid));
+        // Acquire: pairs with the Release of the operation that freed the
+        // slot (`release`, `give_up`, `seize`): the previous holders'
+        // accesses happen-before ours.
         match st.compare_exchange_weak(s, claimed, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => return Ok(generation(s)),
             Err(now) => s = now,
@@ -93,42 +120,50 @@ pub(crate) fn publish<A: AtomicWord<Value = u64>>(st: &A, generation: u32, pendi
     st.store(pack(generation, holders), Ordering::Release);
 }
 
-/// Takes a slot away from a holder that died: succeeds only if the state
-/// is still exactly `(generation, holders)` as the caller saw it (a lone
-/// writer, or a lone reader with no pending handle), leaving `(generation,
-/// 0)` for the caller to [`retire`] and free.
+/// The writer gives the slot up unpublished: it becomes free, of the next
+/// generation.
+#[inline]
+pub(crate) fn give_up<A: AtomicWord<Value = u64>>(st: &A, generation: u32) {
+    // Release: pairs with the Acquire CAS in `begin_write` of the next
+    // writer. A store: the writer holds the slot exclusively.
+    st.store(pack(generation.wrapping_add(1), 0), Ordering::Release);
+}
+
+/// Takes a slot away from holders that died, freeing it: succeeds only if
+/// the state is still exactly `seen` and `seen` is one of the states a dead
+/// process can be the only holder of: a writer, one read reference, or one
+/// pending reference (a handle that was never delivered). Leaves
+/// `(generation + 1, free)`.
 #[inline]
 pub(crate) fn seize<A: AtomicWord<Value = u64>>(st: &A, seen: u64) -> bool {
     let h = holders(seen);
-    if h != WRITER && h != 1 {
+    if h & WRITER == 0 && h != 1 && h != PENDING {
         return false;
     }
-    // Acquire: the dead holder's accesses are done (it is dead); this only
-    // orders our later free after the last store it made.
-    st.compare_exchange_weak(
+    // AcqRel: the dead holder's accesses are done (it is dead); Release
+    // publishes the free state to the next `begin_write`.
+    st.compare_exchange(
         seen,
-        pack(generation(seen), 0),
-        Ordering::Acquire,
+        pack(generation(seen).wrapping_add(1), 0),
+        Ordering::AcqRel,
         Ordering::Relaxed,
     )
     .is_ok()
-        || (st.load(Ordering::Relaxed) == seen && seize(st, seen))
 }
 
-/// Takes a published-but-unsent slot back for its writer: the handle's
-/// pending reference becomes the `WRITER` again. Only valid while nobody can
-/// know the handle (a send whose ring push failed). Returns false if the
-/// reference was taken meanwhile (someone forged the handle).
+/// Takes a published-but-unsent slot back for its writer `pid`: the
+/// handle's pending reference becomes the writer again. Only valid while
+/// nobody can know the handle (a send whose ring push failed). Returns false
+/// if the reference was taken meanwhile (someone forged the handle).
 #[inline]
-pub(crate) fn unpublish<A: AtomicWord<Value = u64>>(st: &A, generation: u32) -> bool {
-    st.compare_exchange_weak(
+pub(crate) fn unpublish<A: AtomicWord<Value = u64>>(st: &A, generation: u32, pid: u32) -> bool {
+    st.compare_exchange(
         pack(generation, PENDING),
-        pack(generation, WRITER),
+        pack(generation, writer(pid)),
         Ordering::Relaxed,
         Ordering::Relaxed,
     )
     .is_ok()
-        || (holders(st.load(Ordering::Relaxed)) == PENDING && unpublish(st, generation))
 }
 
 /// Takes a reference for generation `gen`: `pending` takes over one carried
@@ -174,7 +209,7 @@ pub(crate) fn claim<A: AtomicWord<Value = u64>>(
 /// overflow; the count never spills into the neighbouring bits.
 #[inline]
 pub(crate) fn add_ref<A: AtomicWord<Value = u64>>(st: &A) {
-    update(st, |h| (refs(h as u64) < REFS).then(|| h + 1), "readers");
+    update(st, |h| (h & REFS < REFS).then(|| h + 1), "readers");
 }
 
 /// Turns one of the caller's read references into a handle-carried one.
@@ -184,19 +219,37 @@ pub(crate) fn add_ref<A: AtomicWord<Value = u64>>(st: &A) {
 pub(crate) fn to_pending<A: AtomicWord<Value = u64>>(st: &A) {
     update(
         st,
-        |h| (h & PENDINGS != PENDINGS).then(|| h + PENDING - 1),
+        |h| (h & PENDINGS != PENDINGS && h & REFS != 0).then(|| h + PENDING - 1),
+        "pending handles",
+    );
+}
+
+/// Adds a handle-carried reference to a published slot the caller keeps
+/// alive by other means (a broadcast view, see `Slot`).
+///
+/// Panics if 2047 handles of the slot are already pending.
+#[inline]
+pub(crate) fn add_pending<A: AtomicWord<Value = u64>>(st: &A) {
+    update(
+        st,
+        |h| (h & PENDINGS != PENDINGS).then(|| h + PENDING),
         "pending handles",
     );
 }
 
 /// Applies `f` to the holders with a CAS loop (generation unchanged);
-/// panics with `what` if `f` refuses.
+/// panics with `what` if `f` refuses. Only for a published slot the caller
+/// holds (never a writer's).
 #[inline]
 fn update<A: AtomicWord<Value = u64>>(st: &A, f: impl Fn(u32) -> Option<u32>, what: &str) {
     // Relaxed load; Release on success: a taker in another process must see
     // what this holder saw (for `to_pending`); harmless for `add_ref`.
     let mut s = st.load(Ordering::Relaxed);
     loop {
+        debug_assert!(
+            holders(s) & WRITER == 0,
+            "psyne bug: update of a written slot"
+        );
         let Some(new) = f(holders(s)) else {
             panic!("psyne: too many {what} on one slot");
         };
@@ -213,21 +266,42 @@ fn update<A: AtomicWord<Value = u64>>(st: &A, f: impl Fn(u32) -> Option<u32>, wh
 }
 
 /// Drops one read reference. Returns true if it was the last holder: the
-/// caller must then [`retire`] the slot and free it.
+/// slot is then already free, of the next generation (the caller marks it
+/// in the free bitmap).
 #[inline]
 pub(crate) fn release<A: AtomicWord<Value = u64>>(st: &A) -> bool {
-    // AcqRel: our reads of the slot happen-before the free that the last
-    // holder performs, and the last holder sees everyone's.
-    holders(st.fetch_sub(1, Ordering::AcqRel)) == 1
+    let mut s = st.load(Ordering::Relaxed);
+    loop {
+        let h = holders(s);
+        assert!(
+            h & WRITER == 0 && h & REFS != 0,
+            "psyne bug: releasing a slot reference nobody holds (state {s:#x})"
+        );
+        let (new, last) = if h == 1 {
+            (pack(generation(s).wrapping_add(1), 0), true)
+        } else {
+            (pack(generation(s), h - 1), false)
+        };
+        // AcqRel: our reads of the slot happen-before the free that the
+        // last holder performs, and the last holder sees everyone's; the
+        // Release half publishes the free state to the next `begin_write`.
+        match st.compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return last,
+            Err(now) => s = now,
+        }
+    }
 }
 
-/// Marks a slot with no holders left (or the exclusive writer giving up) as
-/// free: the generation moves on, so every handle to it goes stale. The
-/// caller pushes it on the free list next, which publishes the new state.
+/// Leaves a group that holds one reference to a slot collectively (a
+/// broadcast message's holders: a bit each in a holder word, see
+/// `ring/broadcast.rs`): clears `bit`. Returns true if it was the last bit
+/// set: the caller then releases the group's reference ([`release`]).
 #[inline]
-pub(crate) fn retire<A: AtomicWord<Value = u64>>(st: &A) {
-    let s = st.load(Ordering::Relaxed);
-    st.store(pack(generation(s).wrapping_add(1), 0), Ordering::Release);
+pub(crate) fn leave_group<A: AtomicWord<Value = u64>>(holder: &A, bit: u64) -> bool {
+    // AcqRel: every member's reads of the slot happen-before the release by
+    // the member that clears the last bit.
+    let old = holder.fetch_and(!bit, Ordering::AcqRel);
+    old & bit != 0 && old & !bit == 0
 }
 
 #[cfg(all(test, not(psyne_loom)))]
@@ -238,10 +312,12 @@ mod tests {
     #[test]
     fn lifecycle() {
         let st = AtomicU64::new(0);
-        assert_eq!(begin_write(&st), Ok(0));
+        assert_eq!(begin_write(&st, 42), Ok(0));
+        assert_eq!(writer_pid(st.load(Ordering::Relaxed)), Some(42));
         assert_eq!(claim(&st, 0, false), Err(Refused::Writing));
         assert_eq!(claim(&st, 0, true), Err(Refused::Writing));
         publish(&st, 0, true);
+        assert_eq!(writer_pid(st.load(Ordering::Relaxed)), None);
         assert_eq!(claim(&st, 1, true), Err(Refused::Stale { now: 0 }));
         assert_eq!(claim(&st, 0, false), Ok(())); // a reader alongside the pending handle
         assert_eq!(claim(&st, 0, true), Ok(())); // the handle is taken
@@ -249,15 +325,47 @@ mod tests {
         assert_eq!(refs(st.load(Ordering::Relaxed)), 2);
         assert!(!release(&st));
         assert!(release(&st));
-        retire(&st);
+        // The last release freed the slot and moved the generation on.
+        assert_eq!(st.load(Ordering::Relaxed), pack(1, 0));
         assert_eq!(claim(&st, 0, false), Err(Refused::Stale { now: 1 }));
-        assert_eq!(begin_write(&st), Ok(1));
+        assert_eq!(begin_write(&st, 7), Ok(1));
+        give_up(&st, 1);
+        assert_eq!(st.load(Ordering::Relaxed), pack(2, 0));
     }
 
     #[test]
     fn a_busy_slot_is_not_claimed_for_writing() {
         let st = AtomicU64::new(pack(3, 2));
-        assert_eq!(begin_write(&st), Err(pack(3, 2)));
+        assert_eq!(begin_write(&st, 1), Err(pack(3, 2)));
+    }
+
+    #[test]
+    fn seize_takes_only_what_a_dead_process_can_hold_alone() {
+        for h in [writer(9), 1, PENDING] {
+            let st = AtomicU64::new(pack(4, h));
+            assert!(seize(&st, pack(4, h)));
+            assert_eq!(st.load(Ordering::Relaxed), pack(5, 0));
+        }
+        for h in [0, 2, PENDING + 1, 2 * PENDING] {
+            let st = AtomicU64::new(pack(4, h));
+            assert!(!seize(&st, pack(4, h)), "{h:#x}");
+            assert_eq!(st.load(Ordering::Relaxed), pack(4, h));
+        }
+        // Changed since it was seen: left alone.
+        let st = AtomicU64::new(pack(4, 2));
+        assert!(!seize(&st, pack(4, 1)));
+    }
+
+    #[test]
+    fn unpublish_gives_the_writer_back_its_slot() {
+        let st = AtomicU64::new(0);
+        begin_write(&st, 5).unwrap();
+        publish(&st, 0, true);
+        assert!(unpublish(&st, 0, 5));
+        assert_eq!(writer_pid(st.load(Ordering::Relaxed)), Some(5));
+        publish(&st, 0, true);
+        claim(&st, 0, true).unwrap();
+        assert!(!unpublish(&st, 0, 5));
     }
 
     #[test]
@@ -269,17 +377,21 @@ mod tests {
         assert_eq!(claim(&full, 5, false), Err(Refused::Overflow));
         let pend = AtomicU64::new(pack(5, PENDINGS | 1));
         assert!(std::panic::catch_unwind(|| to_pending(&pend)).is_err());
+        assert!(std::panic::catch_unwind(|| add_pending(&pend)).is_err());
         assert_eq!(holders(pend.load(Ordering::Relaxed)) & WRITER, 0);
     }
 
     #[test]
     fn pending_handles_from_readers() {
         let st = AtomicU64::new(0);
-        begin_write(&st).unwrap();
+        begin_write(&st, 1).unwrap();
         publish(&st, 0, false);
         add_ref(&st);
         to_pending(&st); // one reader becomes a handle
         assert_eq!(refs(st.load(Ordering::Relaxed)), 1);
+        assert!(!release(&st));
+        assert_eq!(claim(&st, 0, true), Ok(()));
+        add_pending(&st);
         assert!(!release(&st));
         assert_eq!(claim(&st, 0, true), Ok(()));
         assert!(release(&st));
@@ -309,12 +421,11 @@ mod loom_model {
         s.payload.with(|p| unsafe { *p })
     }
 
-    /// Finish with a reference; the last holder frees the slot and a new
-    /// writer reuses it at once (writing the payload).
+    /// Finish with a reference; the last holder's release frees the slot
+    /// and a new writer reuses it at once (writing the payload).
     fn drop_ref(s: &SlotModel) {
         if release(&s.state) {
-            retire(&s.state);
-            let g = begin_write(&s.state).expect("free slot");
+            let g = begin_write(&s.state, 2).expect("free slot");
             assert_eq!(g, 1);
             // SAFETY: exclusive after begin_write.
             s.payload.with_mut(|p| unsafe { *p = 7 });
@@ -342,7 +453,7 @@ mod loom_model {
                 assert_eq!(read(&s2), 42);
                 drop_ref(&s2);
             });
-            let g = begin_write(&s.state).unwrap();
+            let g = begin_write(&s.state, 1).unwrap();
             // SAFETY: exclusive after begin_write.
             s.payload.with_mut(|p| unsafe { *p = 42 });
             publish(&s.state, g, true);
@@ -352,11 +463,12 @@ mod loom_model {
             }
             taker.join().unwrap();
             let end = s.state.load(Ordering::Relaxed);
-            assert_eq!((generation(end), holders(end)), (1, WRITER));
+            assert_eq!((generation(end), holders(end)), (1, writer(2)));
         });
     }
 
-    /// Two readers release concurrently: exactly one sees itself last.
+    /// Two readers release concurrently: exactly one sees itself last, and
+    /// the slot ends free, one generation on.
     #[test]
     fn loom_last_release_is_unique() {
         loom::model(|| {
@@ -366,6 +478,36 @@ mod loom_model {
             let mine = release(&*st);
             let theirs = t.join().unwrap();
             assert!(mine ^ theirs);
+            assert_eq!(st.load(Ordering::Relaxed), pack(1, 0));
+        });
+    }
+
+    /// A reaper seizes the reference of a reader that died while a live
+    /// reader releases its own: exactly one of them frees the slot, and the
+    /// slot is freed exactly once.
+    #[test]
+    fn loom_seize_races_a_live_release() {
+        loom::model(|| {
+            let st = Arc::new(AtomicU64::new(pack(3, 2)));
+            let st2 = st.clone();
+            // The live reader drops its reference.
+            let t = loom::thread::spawn(move || release(&*st2));
+            // The reaper sees the state, and seizes only a lone reference.
+            let seen = st.load(Ordering::Acquire);
+            let seized = seize(&*st, seen);
+            let last = t.join().unwrap();
+            if seized {
+                // The live release happened first, leaving the dead one's
+                // reference alone; the reaper freed the slot.
+                assert!(!last);
+            } else {
+                // Seen with two holders (or changed under the reaper): the
+                // dead reference is still counted and the slot is not free.
+                assert!(!last);
+                assert_eq!(st.load(Ordering::Relaxed), pack(3, 1));
+                assert!(seize(&*st, pack(3, 1)));
+            }
+            assert_eq!(st.load(Ordering::Relaxed), pack(4, 0));
         });
     }
 }
