@@ -769,3 +769,95 @@ fn a_process_killed_inside_alloc_or_free_loses_no_slot() {
         assert_eq!(seg.slab().used_slots(), 0);
     }
 }
+
+#[test]
+fn cli_bench_runs_against_its_baselines() {
+    if in_child() {
+        return;
+    }
+    let cli = env!("CARGO_BIN_EXE_psyne");
+    let out = Command::new(cli)
+        .args(["bench", "1KiB", "300"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "1024-byte tensors over ipc:// spsc",
+        "one-way latency   p50",
+        "streaming",
+        "cache-line round trip",
+        "one-way p50 / cache-line round trip",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from {text}");
+    }
+    // Its channels are gone when it is done.
+    let names = Segment::list().unwrap();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with(&format!("bench-{}", std::process::id()))),
+        "{names:?}"
+    );
+    let out = Command::new(cli).args(["bench", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad size"));
+}
+
+#[test]
+fn cli_clean_stale_removes_only_segments_nobody_uses() {
+    if let Ok(name) = std::env::var("PSYNE_TEST_CREATE_AND_EXIT") {
+        // The child: create a segment and a channel, then exit without
+        // removing either (as a crashed process would).
+        let seg = Segment::create(&name, &cfg()).unwrap();
+        std::mem::forget(seg);
+        let tx =
+            psyne::Sender::connect(&format!("ipc://{name}-chan?capacity=8&slab=1MiB")).unwrap();
+        tx.send_copy(&Shape::vector(1), &[1.0f32]).unwrap();
+        std::process::exit(0);
+    }
+    if in_child() {
+        return;
+    }
+    let cli = env!("CARGO_BIN_EXE_psyne");
+    let dead = Name::new("stale");
+    let live = Name::new("stale-live");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "cli_clean_stale_removes_only_segments_nobody_uses",
+        ])
+        .env("PSYNE_TEST_CREATE_AND_EXIT", &dead.0)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(Segment::exists(&dead.0));
+    let chan = format!("{}-chan", dead.0);
+    assert!(Segment::exists(&chan));
+    let _held = Segment::create(&live.0, &cfg()).unwrap();
+    let prefix = dead.0.trim_end_matches(char::is_numeric).to_string();
+    // Young segments are kept by default (their process may be starting).
+    let out = Command::new(cli)
+        .args(["clean", "--stale", "--prefix", &prefix])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(Segment::exists(&dead.0));
+    let out = Command::new(cli)
+        .args(["clean", "--stale", "--older-than", "0", "--prefix", &prefix])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(!Segment::exists(&dead.0), "{text}");
+    assert!(!Segment::exists(&chan), "{text}");
+    assert!(
+        Segment::exists(&live.0),
+        "a segment whose creator lives was removed: {text}"
+    );
+    let _ = Segment::unlink(&chan);
+}
