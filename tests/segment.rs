@@ -715,6 +715,7 @@ fn cli_inspects_lists_and_cleans_segments() {
         text.contains(&format!("pid {:<8} sender    alive", std::process::id())),
         "{text}"
     );
+    assert!(text.contains("last heartbeat"), "{text}");
     drop(tx);
 
     let out = Command::new(cli).args(["clean", &name.0]).output().unwrap();

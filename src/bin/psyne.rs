@@ -161,10 +161,16 @@ fn inspect(name: &str) -> psyne::Result<()> {
                 "  endpoints       {} senders, {} receivers",
                 ch.senders, ch.receivers
             );
-            for (pid, side, alive) in ch.endpoints {
+            for e in &ch.participants {
+                let beat = match e.heartbeat_age() {
+                    Some(age) => format!(", last heartbeat {:.1} s ago", age.as_secs_f64()),
+                    None => String::new(),
+                };
                 println!(
-                    "    pid {pid:<8} {side:<9} {}",
-                    if alive {
+                    "    pid {:<8} {:<9} {}{beat}",
+                    e.pid,
+                    e.side,
+                    if e.alive {
                         "alive"
                     } else {
                         "dead (reaped when a live endpoint next looks)"
