@@ -199,6 +199,20 @@ impl<'j> Job<'_, 'j> {
         self.record("convert", op, &[input], out)
     }
 
+    /// An elementwise f32 kernel of one input: checks dtypes and counts.
+    fn unary_f32(
+        &mut self,
+        name: &str,
+        x: &'j GpuTensor<'_>,
+        out: &'j GpuTensor<'_>,
+        op: impl FnOnce(u32) -> Op,
+    ) -> Result<()> {
+        want(x, DType::F32, &format!("{name}: the input"))?;
+        want(out, DType::F32, &format!("{name}: the output"))?;
+        let n = same_numel(x, out, name)?;
+        self.record(name, op(n), &[x], out)
+    }
+
     /// `out = factor * x` (f32).
     ///
     /// # Errors
@@ -209,10 +223,7 @@ impl<'j> Job<'_, 'j> {
         factor: f32,
         out: &'j GpuTensor<'_>,
     ) -> Result<()> {
-        want(x, DType::F32, "scale: the input")?;
-        want(out, DType::F32, "scale: the output")?;
-        let n = same_numel(x, out, "scale")?;
-        self.record("scale", Op::Scale { n, factor }, &[x], out)
+        self.unary_f32("scale", x, out, |n| Op::Scale { n, factor })
     }
 
     /// `out = a + b` elementwise (f32).
@@ -242,10 +253,7 @@ impl<'j> Job<'_, 'j> {
     /// # Errors
     /// [`Error::Gpu`] on a dtype or element-count mismatch.
     pub fn relu(&mut self, x: &'j GpuTensor<'_>, out: &'j GpuTensor<'_>) -> Result<()> {
-        want(x, DType::F32, "relu: the input")?;
-        want(out, DType::F32, "relu: the output")?;
-        let n = same_numel(x, out, "relu")?;
-        self.record("relu", Op::Relu { n }, &[x], out)
+        self.unary_f32("relu", x, out, |n| Op::Relu { n })
     }
 
     /// `out[m x n] = a[m x k] * b[k x n]`, row-major f32 matrices.
