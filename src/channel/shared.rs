@@ -603,10 +603,10 @@ impl Shared {
     fn subscriber(&self, i: usize) -> &Subscriber {
         assert!(i < SUB_RECORDS, "psyne bug: subscriber index");
         let at = self.subscribers_at + i * SUB_SIZE;
-        // SAFETY: atomics, valid for any bits; in bounds (the area of a
-        // broadcast channel includes the table, checked at format/attach);
-        // 8-aligned (the area is 128-aligned, every part before is a
-        // multiple of 8).
+        // In bounds: the area of a broadcast channel includes the table,
+        // checked at format/attach. 8-aligned: the area is 128-aligned and
+        // every part before is a multiple of 8.
+        // SAFETY: atomics, valid for any bits; in bounds and aligned (above).
         unsafe { self.seg.control().at(at) }
     }
 

@@ -119,10 +119,10 @@ pub(crate) fn open_with_host_import(
     let (device, queue) = unsafe { adapter.create_device_from_hal::<Hal>(open, desc) }
         .map_err(|e| format!("wgpu refused the device opened through wgpu-hal: {e}"))?;
 
-    // SAFETY: the guard lives only for this block; the ash::Device we clone
-    // out of it is a table of function pointers plus the VkDevice handle,
-    // which stays valid while `device` (held beside the importer by
-    // GpuContext, and by every buffer it created) lives.
+    // The ash::Device we clone out of the guard is a table of function
+    // pointers plus the VkDevice handle, which stays valid while `device`
+    // (held beside the importer by GpuContext, and by its buffers) lives.
+    // SAFETY: the guard lives only for this statement; nothing is destroyed.
     let raw = unsafe { device.as_hal::<Hal>() }
         .ok_or_else(|| "wgpu did not return the Vulkan device".to_string())?
         .raw_device()
@@ -165,11 +165,11 @@ impl HostImporter {
         let barrier = vk::MemoryBarrier::default()
             .src_access_mask(vk::AccessFlags::SHADER_WRITE | vk::AccessFlags::TRANSFER_WRITE)
             .dst_access_mask(vk::AccessFlags::HOST_READ);
-        // SAFETY: the callback records one barrier into the encoder's open
-        // command buffer and neither ends nor destroys it. This encoder is
-        // used only through the raw API (wgpu-core forbids mixing the two in
-        // one encoder) and is then finished. The ash device is the one the
-        // encoder belongs to.
+        // The callback records one barrier into the encoder's open command
+        // buffer and neither ends nor destroys it. This encoder is used only
+        // through the raw API (wgpu-core forbids mixing the two in one
+        // encoder) and is then finished.
+        // SAFETY: as above; the ash device is the one the encoder belongs to.
         let recorded = unsafe {
             enc.as_hal_mut::<Hal, _, _>(|e| {
                 let e = e?;
@@ -279,10 +279,10 @@ impl HostImporter {
             .allocation_size(len)
             .memory_type_index(type_index)
             .push_next(&mut import);
-        // SAFETY: the host pointer and size are multiples of
-        // minImportedHostPointerAlignment (checked on entry), the pages are mapped and stay so
-        // while the import lives (the drop callback below holds `mem`), and
-        // the memory type is one the driver reported for this pointer.
+        // The host pointer and size are multiples of
+        // minImportedHostPointerAlignment (checked on entry); the pages stay
+        // mapped while the import lives (the drop callback below holds `mem`).
+        // SAFETY: as above; the memory type is one reported for this pointer.
         let memory = match unsafe { self.device.allocate_memory(&alloc, None) } {
             Ok(m) => m,
             Err(r) => {
@@ -302,10 +302,10 @@ impl HostImporter {
         let dev = self.device.clone();
         let keep = mem.clone();
         let on_drop: wgpu::hal::DropCallback = Box::new(move || {
-            // SAFETY: wgpu-hal calls this once, when the buffer is destroyed,
-            // i.e. no longer used by any submission; the buffer and memory
-            // are ours and destroyed only here. The device outlives its
-            // buffers (wgpu-core holds it while a buffer lives).
+            // wgpu-hal calls this once, when the buffer is destroyed, i.e. no
+            // longer used by any submission. The device outlives its buffers
+            // (wgpu-core holds it while a buffer lives).
+            // SAFETY: as above; buffer and memory are ours, destroyed only here.
             unsafe {
                 dev.destroy_buffer(buffer, None);
                 dev.free_memory(memory, None);

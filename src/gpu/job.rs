@@ -449,12 +449,13 @@ impl<'j> Job<'_, 'j> {
         }
         let results = ctx.map_read(&refs)?;
         for ((_, _, wb), bytes) in writebacks.iter().zip(results) {
-            // SAFETY: `wb` points at the payload of a slot borrowed mutably
-            // (through its GpuTensor) for at least 'j, which this job still
-            // borrows; the payload is `wb.len` bytes, and `bytes` (rounded up
-            // to 4) is at least that long. GpuTensor is neither Send nor
-            // Sync (it holds this raw pointer), so no other thread reads the
-            // payload through a shared reference to the binding meanwhile.
+            // `wb` points at the payload of a slot borrowed mutably (through
+            // its GpuTensor) for at least 'j, which this job still borrows;
+            // the payload is `wb.len` bytes, and `bytes` (rounded up to 4) is
+            // at least that long. GpuTensor is neither Send nor Sync (it
+            // holds this raw pointer), so no other thread reads the payload
+            // through a shared reference to the binding meanwhile.
+            // SAFETY: an exclusively borrowed, in-bounds destination (above).
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), wb.ptr, wb.len) };
         }
         Ok(())
