@@ -37,6 +37,9 @@ fn arm_from_env() {
         "send-after-claim" => Point::SendAfterClaim,
         "recv-after-claim" => Point::RecvAfterClaim,
         "subscriber-reading" => Point::SubscriberReading,
+        "recv-claimed" => Point::RecvClaimed,
+        "join-counted" => Point::JoinCounted,
+        "reap-uncounted" => Point::ReapUncounted,
         p => panic!("unknown crash point {p}"),
     };
     hook::arm(point, park);
@@ -99,6 +102,18 @@ fn child_entry() {
             arm_from_env();
             tx.send_copy(&Shape::vector(2), &[-1i64, -1]).unwrap();
             println!("sent without stopping");
+        }
+        "park-joining-sender" => {
+            // Stops at the armed point inside `connect` (joining, or
+            // reaping a dead endpoint on the way in).
+            arm_from_env();
+            let _tx = Sender::connect(&uri);
+            println!("connected without stopping");
+        }
+        "park-joining-receiver" => {
+            arm_from_env();
+            let _rx = Receiver::connect(&uri);
+            println!("connected without stopping");
         }
         "park-receiver" => {
             // Receives one message and stops at the armed point inside it.
@@ -1198,4 +1213,177 @@ fn a_publisher_killed_mid_send_leaks_nothing() {
         assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
         assert_eq!(seg.slab().used_slots(), 0, "{point}");
     }
+}
+
+/// A sender process killed inside `connect`, right after it was counted:
+/// the receiver of a channel whose other sender leaves is disconnected
+/// (the dead one is uncounted), and a single-sender channel accepts a
+/// replacement.
+#[test]
+fn a_sender_killed_while_joining_is_uncounted() {
+    if in_child() {
+        return;
+    }
+    // Several senders: the last live one leaves, the receiver is told.
+    let n = name("join-kill-mpsc");
+    let uri = format!("ipc://{n}?capacity=4&slab=1MiB&pattern=mpsc");
+    let rx = Receiver::connect(&uri).unwrap();
+    let tx = Sender::connect(&uri).unwrap();
+    let seg = psyne::Segment::open(&n).unwrap();
+    let (mut kid, _out) = parked_child("park-joining-sender", &uri, "join-counted", "parked");
+    let info = psyne::channel::inspect(&seg).unwrap().unwrap();
+    assert_eq!(info.senders, 2, "the parked joiner is counted");
+    kill9(&mut kid);
+    tx.send_copy(&Shape::vector(1), &[3u8]).unwrap();
+    drop(tx);
+    assert_eq!(rx.recv().unwrap().tensor::<u8>().unwrap()[0], 3);
+    let t = std::time::Instant::now();
+    assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+    assert!(t.elapsed() < Duration::from_secs(5), "reaped late");
+    let info = psyne::channel::inspect(&seg).unwrap().unwrap();
+    assert_eq!((info.senders, info.receivers), (0, 1));
+    assert_eq!(info.participants.len(), 1, "the dead record is freed");
+
+    // One sender: the dead joiner does not keep a replacement out.
+    let n = name("join-kill-spsc");
+    let uri = format!("ipc://{n}?capacity=4&slab=1MiB&pattern=spsc");
+    let rx = Receiver::connect(&uri).unwrap();
+    let (mut kid, _out) = parked_child("park-joining-sender", &uri, "join-counted", "parked");
+    kill9(&mut kid);
+    let tx = Sender::connect(&uri).expect("the dead sender was reaped");
+    tx.send_copy(&Shape::vector(1), &[4u8]).unwrap();
+    assert_eq!(rx.recv().unwrap().tensor::<u8>().unwrap()[0], 4);
+    drop(tx);
+    assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+}
+
+/// A double fault: a producer dies holding a loan, and the process that
+/// reaps it is killed after uncounting it and before reclaiming its slots
+/// and freeing its record. The next endpoint finishes the job: the loan is
+/// freed (once), the count is right, the messages sent are all delivered,
+/// and the records of both dead processes are gone.
+#[test]
+fn a_reaper_killed_half_way_is_replaced() {
+    if in_child() {
+        return;
+    }
+    use std::io::BufReader;
+    let n = name("reaper-kill");
+    let uri = format!("ipc://{n}?capacity=64&slab=16MiB&pattern=spsc");
+    let mut loaner = child("loaner", &uri).spawn().unwrap();
+    let mut out = BufReader::new(loaner.stdout.take().unwrap());
+    wait_for(&mut out, "loaned");
+    let seg = psyne::Segment::open(&n).unwrap();
+    kill9(&mut loaner);
+    assert_eq!(seg.slab().used_slots(), 6, "5 sent, 1 loaned");
+    // A receiver starts to connect, reaps the dead producer on the way in,
+    // and is killed half way through.
+    let (mut reaper, _out) =
+        parked_child("park-joining-receiver", &uri, "reap-uncounted", "parked");
+    let info = psyne::channel::inspect(&seg).unwrap().unwrap();
+    assert_eq!(info.senders, 0, "uncounted");
+    assert_eq!(seg.slab().used_slots(), 6, "not reclaimed yet");
+    kill9(&mut reaper);
+    // The replacement.
+    let rx = Receiver::connect(&uri).unwrap();
+    assert_eq!(seg.slab().used_slots(), 5, "the loan was reclaimed");
+    recv_n(&rx, 5, 100);
+    assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+    let info = psyne::channel::inspect(&seg).unwrap().unwrap();
+    assert_eq!((info.senders, info.receivers), (0, 1));
+    assert_eq!(info.participants.len(), 1, "both dead records are freed");
+    assert_eq!(seg.slab().used_slots(), 0);
+}
+
+/// A consumer process is killed right after claiming a message and before
+/// taking its slot's reference. The message is not lost: another consumer
+/// receives that very message, exactly once, and the ring and the slab go
+/// on as before. `producer_reaps`: a producer finds the dead consumer
+/// first (no consumer is connected then).
+fn consumer_killed_after_claim(pattern: &str, producer_reaps: bool) {
+    let n = name(&format!("claimed-{pattern}"));
+    let uri = format!("ipc://{n}?capacity=4&slab=8MiB&pattern={pattern}");
+    let tx = Sender::connect(&uri).unwrap();
+    let seg = psyne::Segment::open(&n).unwrap();
+    let (mut kid, mut out) = parked_child("park-receiver", &uri, "recv-claimed", "ready");
+    tx.send_copy(&Shape::vector(1), &[7u32]).unwrap();
+    wait_for(&mut out, "parked");
+    assert_eq!(seg.slab().used_slots(), 1);
+    kill9(&mut kid);
+    if producer_reaps {
+        // A second producer's connect reaps the dead consumer.
+        let tx2 = Sender::connect(&uri).unwrap();
+        let info = psyne::channel::inspect(&seg).unwrap().unwrap();
+        assert_eq!(info.receivers, 0);
+        assert_eq!(info.queued, 1, "{pattern}: the message waits");
+        drop(tx2);
+    }
+    let rx = Receiver::connect(&uri).unwrap();
+    let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(m.tensor::<u32>().unwrap()[0], 7, "{pattern}: redelivered");
+    drop(m);
+    // More than the ring holds: the ring wraps over the returned cell.
+    let sender = std::thread::spawn(move || {
+        for i in 1..=20u32 {
+            tx.send_copy(&Shape::vector(1), &[i]).unwrap();
+        }
+        tx
+    });
+    for i in 1..=20u32 {
+        let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            m.tensor::<u32>().unwrap()[0],
+            i,
+            "{pattern}: once, in order"
+        );
+    }
+    drop(sender.join().unwrap());
+    assert!(
+        matches!(rx.try_recv(), Err(Error::Disconnected(_))),
+        "{pattern}: nothing delivered twice"
+    );
+    assert_eq!(rx.counts(), (21, 21, 0), "{pattern}: counts");
+    assert_eq!(seg.slab().used_slots(), 0, "{pattern}: slab back to empty");
+}
+
+#[test]
+fn a_message_claimed_by_a_consumer_killed_before_taking_it_is_redelivered() {
+    if in_child() {
+        return;
+    }
+    consumer_killed_after_claim("mpmc", false);
+    consumer_killed_after_claim("mpmc", true);
+    consumer_killed_after_claim("mpsc", true);
+    consumer_killed_after_claim("spmc", false);
+}
+
+/// As above, with a live consumer already waiting when the other one is
+/// killed: it gets the message (the reaper is the waiting consumer
+/// itself), while the ring keeps flowing.
+#[test]
+fn a_waiting_consumer_receives_what_a_killed_one_claimed() {
+    if in_child() {
+        return;
+    }
+    let n = name("claimed-live");
+    let uri = format!("ipc://{n}?capacity=4&slab=8MiB&pattern=mpmc");
+    let tx = Sender::connect(&uri).unwrap();
+    let seg = psyne::Segment::open(&n).unwrap();
+    let (mut kid, mut out) = parked_child("park-receiver", &uri, "recv-claimed", "ready");
+    tx.send_copy(&Shape::vector(1), &[7u32]).unwrap();
+    wait_for(&mut out, "parked");
+    let rx = Receiver::connect(&uri).unwrap();
+    let waiter = std::thread::spawn(move || {
+        let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(m.tensor::<u32>().unwrap()[0], 7);
+        drop(m);
+        rx
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    kill9(&mut kid);
+    let rx = waiter.join().unwrap();
+    tx.send_copy(&Shape::vector(1), &[8u32]).unwrap();
+    assert_eq!(rx.recv().unwrap().tensor::<u32>().unwrap()[0], 8);
+    assert!(matches!(rx.try_recv(), Ok(None)));
+    assert_eq!(seg.slab().used_slots(), 0);
 }

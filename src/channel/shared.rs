@@ -5,7 +5,8 @@
 //! offset  size  content
 //!      0   128  ChannelMeta: magic "CHN1", version, pattern, policy, ring kind,
 //!               capacity, slab size, largest message, block timeout (immutable)
-//!    128   128  counters: live senders, live receivers, sent, received, dropped
+//!    128   128  counters: sender and receiver masks (a bit per participant
+//!               record), seen flags, returned hint, received, dropped
 //!    256   128  events: not_empty, not_full (8 bytes each, see sync::wait)
 //!    384   128  ring tail (its own cache line pair)
 //!    512   128  ring head (broadcast: how far the ring's references are released)
@@ -30,17 +31,29 @@
 //!   not reach the ring has its slot freed; a message that did stays for a
 //!   receiver.
 //! - a receive in flight: on the MPMC layout the cell names its consumer
-//!   until the consumer has taken the slot's reference, so the reaper frees
-//!   that reference and releases the cell; on the SPSC layout the reaper
-//!   stands in for the (single) consumer at `head`.
+//!   until the consumer has taken the slot's reference. If it had taken it,
+//!   the reaper frees that reference and releases the cell (the dead
+//!   consumer received the message); if not, the reaper marks the cell
+//!   `RETURNED` and a live consumer adopts the message
+//!   ([`Shared::take_returned`]). On the SPSC layout the reaper stands in
+//!   for the (single) consumer at `head`.
 //! - broadcast: each slot's holders are bits of a word in the holder table
 //!   (one per subscriber, and one for the ring), so the reaper clears the
 //!   dead subscriber's bits (its views) and stops counting its position
 //!   (its unread messages).
-//! - the slots it held alone (`Slab::reclaim_owner`), its counts, and
-//!   finally free slots the slab's bitmaps lost (`Slab::repair`).
+//! - its counts (its bit in the sender and receiver masks), the slots it
+//!   held alone (`Slab::reclaim_owner`), and finally free slots the slab's
+//!   bitmaps lost (`Slab::repair`).
+//!
+//! Reaping one record is restartable: every step is an atomic operation
+//! that does nothing the second time (a compare-and-swap from the dead
+//! endpoint's state, or clearing a bit), so a reaper killed part way is
+//! replaced by one that finishes the job. The steps that look at the ring
+//! run only while the record's `side` is set; the reaper clears it once
+//! they are done, so a replacement never redoes them after a live endpoint
+//! (say, a new single consumer) has taken over.
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytemuck::{Pod, Zeroable};
@@ -61,7 +74,9 @@ use crate::sync::Ordering;
 const MAGIC: u32 = u32::from_le_bytes(*b"CHN1");
 /// Version 2: 64-byte participant records with a heartbeat and the send in
 /// flight; claimer ids and tombstones in MPMC cells; broadcast holder table.
-const VERSION: u32 = 2;
+/// Version 3: sender and receiver masks instead of counts; the returned
+/// hint; `RETURNED` MPMC cells.
+const VERSION: u32 = 3;
 const COUNTERS: usize = 128;
 const EVENTS: usize = 256;
 const TAIL: usize = 384;
@@ -106,7 +121,9 @@ const SEND_CLAIMED: u64 = 2;
 struct Participant {
     /// 0: free.
     pid: AtomicU32,
-    /// 1 sender, 2 receiver (0 while joining, and once uncounted).
+    /// 1 sender, 2 receiver: written by `join` before it counts the
+    /// endpoint; cleared by its reaper once the ring is undone (0 also
+    /// before `join` writes it).
     side: AtomicU32,
     /// The process's start time (clock ticks since boot, /proc).
     start: AtomicU64,
@@ -223,15 +240,22 @@ struct ChannelMeta {
 
 #[repr(C)]
 struct Counters {
-    senders: AtomicU32,
-    receivers: AtomicU32,
+    /// Bit `i` set: participant record `i` is a live sender. Joining sets
+    /// the bit (one atomic operation that both counts and records the
+    /// endpoint), leaving or a reaper clears it: a crash leaves no count
+    /// that nobody can take back.
+    senders: AtomicU64,
+    /// Bit `i` set: participant record `i` is a live receiver.
+    receivers: AtomicU64,
     /// Non-zero once a sender has joined: only then can receivers be
     /// disconnected (a consumer may start before its producer).
     senders_seen: AtomicU32,
     /// Non-zero once a receiver has joined (sends before that queue up).
     receivers_seen: AtomicU32,
-    /// Reserved (0): messages sent are the ring's tail.
-    _sent: AtomicU64,
+    /// Non-zero when a ring cell may hold a `RETURNED` message (a hint:
+    /// set by the reaper that returns one, cleared by a consumer before it
+    /// looks for them).
+    returned: AtomicU64,
     /// Broadcast: messages received, over all subscribers (queue rings
     /// count with their head index instead).
     received: AtomicU64,
@@ -239,6 +263,8 @@ struct Counters {
 }
 
 const _: () = assert!(std::mem::size_of::<ChannelMeta>() == 128);
+const _: () = assert!(std::mem::size_of::<Counters>() <= 128);
+const _: () = assert!(MAX_PARTICIPANTS == 64, "one bit of a mask per record");
 
 /// The parameters a channel was created with (URI values or defaults).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -677,7 +703,7 @@ impl Shared {
                     && pid != me
                     && !alive(pid, 0)
                 {
-                    found |= self.reap_subscriber(i, pid);
+                    found |= self.reap_subscriber(i, pid, false);
                 }
             }
         }
@@ -685,6 +711,11 @@ impl Shared {
             // Free slots a crash left out of the bitmaps (the dead process
             // may have died inside an allocation or a free).
             self.seg.slab().repair();
+            // Returned messages, in case a consumer died after clearing the
+            // hint and before adopting them.
+            if self.ring == RING_MPMC && self.mpmc().returned() > 0 {
+                self.set_returned_hint();
+            }
             if self.ring == RING_BROADCAST {
                 // Messages only the dead subscriber had not read.
                 self.reclaim(0, None);
@@ -695,25 +726,82 @@ impl Shared {
         found
     }
 
-    /// Undoes participant record `k` of dead process `pid`.
+    /// Undoes participant record `k` of dead process `pid`. Restartable
+    /// (see the module docs): a reaper killed part way is replaced by one
+    /// that finishes, and nothing is done twice.
     fn undo(&self, k: usize, pid: u32) {
         let p = self.participant(k);
         let slab = self.seg.slab();
         let side = p.side.load(Ordering::Acquire);
+        // Steps 1 to 3 only while `side` is set: once it is cleared (below)
+        // they are done, and a live endpoint may have taken the dead one's
+        // place (a new single consumer at `head`).
+        if side != 0 {
+            self.undo_ring(k, pid, side);
+            // Done with the ring. Release: a replacing reaper that sees 0
+            // sees what was done.
+            p.side.store(0, Ordering::Release);
+        }
+        // 4. Its count: its bit in both masks (idempotent).
+        let bit = 1u64 << k;
+        let c = self.counters();
+        c.senders.fetch_and(!bit, Ordering::AcqRel);
+        c.receivers.fetch_and(!bit, Ordering::AcqRel);
+        hook::hit(Point::ReapUncounted);
+        // 5. The slots it held alone: loans, and views it had taken (a
+        // compare-and-swap from the state the dead process left: once).
+        slab.reclaim_owner(pid);
+    }
+
+    /// Steps 1 to 3 of [`Shared::undo`]: what dead endpoint `k` (process
+    /// `pid`, side code `side`) left half done on the ring.
+    fn undo_ring(&self, k: usize, pid: u32, side: u32) {
+        let p = self.participant(k);
+        let slab = self.seg.slab();
+        // A send whose claimed position its producer never published is not
+        // on the ring: say so in the record before the position becomes a
+        // tombstone, so that a reaper replacing this one (which no longer
+        // sees the claim) still frees its slot.
+        let state = p.send_pos.load(Ordering::Acquire);
+        if self.ring == RING_MPMC
+            && state >= SEND_CLAIMED
+            && self.mpmc().claimed_by(state - SEND_CLAIMED, k as u8)
+        {
+            p.send_pos.store(SEND_UNCLAIMED, Ordering::Release);
+        }
         // 1. A receive in flight.
-        let mut tombs = 0;
         match self.ring {
             RING_MPMC => {
+                let receiver = side == Side::Receiver.code();
+                let mut returned = false;
+                let mut dropped = 0;
                 // Cells it claimed: positions it never published become
-                // tombstones; messages it was taking lose their reference.
-                tombs = self.mpmc().abandon(k as u8, |msg| {
-                    slab.reclaim_handle(&decode(msg), pid, Holder::Taker);
-                });
+                // tombstones. A message a receiver claimed and had not
+                // taken yet is returned for another consumer; one it had
+                // taken was received (its reference is freed), and one a
+                // `drop_oldest` producer was dropping is freed and counted.
+                let tombs = self.mpmc().abandon(
+                    k as u8,
+                    |msg| {
+                        let keep = receiver && self.untaken(&decode(msg));
+                        returned |= keep;
+                        keep
+                    },
+                    |msg| {
+                        slab.reclaim_handle(&decode(msg), pid, Holder::Taker);
+                        if !receiver {
+                            dropped += 1;
+                        }
+                    },
+                );
+                if returned {
+                    self.set_returned_hint();
+                }
                 // A tombstoned position counts as sent (`tail` passed it)
                 // and never received: dropped.
                 self.counters()
                     .dropped
-                    .fetch_add(tombs as u64, Ordering::Relaxed);
+                    .fetch_add(tombs as u64 + dropped, Ordering::Relaxed);
             }
             RING_SPSC if side == Side::Receiver.code() => self.stand_in_for_consumer(pid),
             _ => {}
@@ -727,8 +815,8 @@ impl Shared {
             ];
             let h = decode(msg);
             let on_ring = match self.ring {
-                // Claimed, and not tombstoned just now: it published.
-                RING_MPMC => state >= SEND_CLAIMED && tombs == 0,
+                // Claimed and not left unpublished (above): it published.
+                RING_MPMC => state >= SEND_CLAIMED,
                 RING_SPSC => {
                     let (_, tail) = self.spsc().indices();
                     tail > 0 && self.spsc().at(tail - 1) == msg
@@ -741,10 +829,15 @@ impl Shared {
             };
             if !on_ring {
                 if self.ring == RING_BROADCAST {
-                    if let Ok((ci, index)) = slab.resolve(&h) {
+                    let current = slab
+                        .handle_state(&h)
+                        .is_some_and(|(g, _)| g == h.generation);
+                    if let (true, Ok((ci, index))) = (current, slab.resolve(&h)) {
                         // Its ring bit, if it got that far; then the slot,
                         // which nobody else can hold (it was never on the
-                        // ring).
+                        // ring). Only while the slot still holds its message:
+                        // a reaper replacing one that freed it must not clear
+                        // the ring bit of the slot's next message.
                         let n = slab.slot_number(ci, index);
                         broadcast::leave(self.holder(n), RING_HOLD);
                         slab.reclaim_handle(&h, pid, Holder::Group);
@@ -758,24 +851,63 @@ impl Shared {
         // 3. Its subscriber record.
         if let Some(i) = (p.sub.load(Ordering::Acquire) as usize).checked_sub(1) {
             if i < MAX_SUBSCRIBERS {
-                self.reap_subscriber(i, pid);
+                self.reap_subscriber(i, pid, true);
             }
             p.sub.store(0, Ordering::Relaxed);
         }
-        // 4. Its count (once, even if a reaper dies and another redoes this).
-        if side != 0
-            && p.side
-                .compare_exchange(side, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            let c = self.counters();
-            match side {
-                1 => c.senders.fetch_sub(1, Ordering::AcqRel),
-                _ => c.receivers.fetch_sub(1, Ordering::AcqRel),
-            };
+    }
+
+    /// Whether the slot of `h` still holds `h`'s message with its one
+    /// handle-carried reference not taken.
+    fn untaken(&self, h: &Handle) -> bool {
+        self.seg.slab().handle_state(h) == Some((h.generation, crate::sync::slotstate::PENDING))
+    }
+
+    /// Tells consumers that a cell may hold a `RETURNED` message (and wakes
+    /// them: the caller notifies `not_empty`, or `reap` does).
+    fn set_returned_hint(&self) {
+        // SeqCst fence: with the one in `adopt_returned`, a consumer that
+        // cleared the hint before this store sees the cell returned before
+        // it (store-buffering: a cell returned after that consumer's scan
+        // passed it is announced by a store after its clear).
+        fence(Ordering::SeqCst);
+        self.counters().returned.store(1, Ordering::SeqCst);
+    }
+
+    /// Whether a `RETURNED` message may be waiting (a hint).
+    fn returned_hint(&self) -> bool {
+        self.ring == RING_MPMC && self.counters().returned.load(Ordering::Relaxed) != 0
+    }
+
+    /// Claims a `RETURNED` message for endpoint `part`, if the hint says
+    /// there may be one: its position (release it once the slot's
+    /// reference is taken) and words.
+    fn adopt_returned(&self, part: usize) -> Option<(u64, [u64; 2])> {
+        if !self.returned_hint() {
+            return None;
         }
-        // 5. The slots it held alone: loans, and views it had taken.
-        slab.reclaim_owner(pid);
+        let hint = &self.counters().returned;
+        if hint.swap(0, Ordering::SeqCst) == 0 {
+            return None;
+        }
+        // Pairs with the fence in `set_returned_hint`.
+        fence(Ordering::SeqCst);
+        let got = self.mpmc().adopt(part as u8)?;
+        // There may be more.
+        hint.store(1, Ordering::SeqCst);
+        Some(got)
+    }
+
+    /// A message a dead consumer claimed and never took, returned by its
+    /// reaper, received by endpoint `part` (as a receive: the slot's
+    /// reference is taken before the cell is released, so the adopter's
+    /// own crash in between is undone the same way).
+    fn take_returned(&self, part: usize) -> Option<Result<Slot>> {
+        let (pos, msg) = self.adopt_returned(part)?;
+        let got = self.seg.slab().take(decode(msg));
+        self.mpmc().release(pos);
+        self.not_full().notify();
+        Some(got)
     }
 
     /// SPSC layout, dead consumer: the message at `head` is the one it was
@@ -804,18 +936,23 @@ impl Shared {
 
     /// Broadcast: undoes subscriber record `i` of dead process `pid`: its
     /// views are dropped (its bits cleared) and its position no longer
-    /// holds messages back. Returns whether it did.
-    fn reap_subscriber(&self, i: usize, pid: u32) -> bool {
+    /// holds messages back. Returns whether it did. `resume`: the caller
+    /// reaps the participant record that owns this subscriber record, so a
+    /// record left `SUB_REAPING` by a reaper that died is finished too
+    /// (clearing bits is idempotent).
+    fn reap_subscriber(&self, i: usize, pid: u32, resume: bool) -> bool {
         let rec = self.subscriber(i);
         if rec.pid.load(Ordering::Acquire) != pid {
             return false; // reused meanwhile
         }
         let state = rec.state.load(Ordering::Acquire);
-        if (state != SUB_ACTIVE && state != SUB_DETACHED)
-            || rec
-                .state
-                .compare_exchange(state, SUB_REAPING, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
+        let resuming = resume && state == SUB_REAPING;
+        if !resuming
+            && ((state != SUB_ACTIVE && state != SUB_DETACHED)
+                || rec
+                    .state
+                    .compare_exchange(state, SUB_REAPING, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err())
         {
             return false;
         }
@@ -849,12 +986,15 @@ impl Shared {
 
     /// Senders counted now.
     pub(crate) fn senders(&self) -> u32 {
-        self.counters().senders.load(Ordering::Acquire)
+        self.counters().senders.load(Ordering::Acquire).count_ones()
     }
 
     /// Receivers counted now.
     pub(crate) fn receivers(&self) -> u32 {
-        self.counters().receivers.load(Ordering::Acquire)
+        self.counters()
+            .receivers
+            .load(Ordering::Acquire)
+            .count_ones()
     }
 
     /// The records of the participant table in use.
@@ -866,10 +1006,15 @@ impl Shared {
                 if pid == 0 {
                     return None;
                 }
-                let side = match p.side.load(Ordering::Acquire) {
-                    1 => "sender",
-                    2 => "receiver",
-                    _ => "joining",
+                // Counted on a side: its bit is in that side's mask.
+                let bit = 1u64 << i;
+                let c = self.counters();
+                let side = if c.senders.load(Ordering::Acquire) & bit != 0 {
+                    "sender"
+                } else if c.receivers.load(Ordering::Acquire) & bit != 0 {
+                    "receiver"
+                } else {
+                    "joining"
                 };
                 let started = p.start.load(Ordering::Acquire);
                 let beat = p.heartbeat.load(Ordering::Relaxed);
@@ -948,10 +1093,11 @@ impl Shared {
             .store(proc_stat(me).map_or(0, |s| s.1), Ordering::Release);
         p.send_pos.store(SEND_IDLE, Ordering::Relaxed);
         p.sub.store(0, Ordering::Relaxed);
-        p.side.store(0, Ordering::Relaxed);
+        // The side before counting: a reaper of this record knows it.
+        p.side.store(side.code(), Ordering::Release);
         self.beat(part);
         let c = self.counters();
-        let (count, single) = match side {
+        let (mask, single) = match side {
             Side::Sender => (
                 &c.senders,
                 matches!(
@@ -964,19 +1110,24 @@ impl Shared {
                 matches!(self.config.pattern, Pattern::Spsc | Pattern::Mpsc),
             ),
         };
-        let mut n = count.load(Ordering::Relaxed);
-        loop {
-            if single && n >= 1 {
-                p.pid.store(0, Ordering::Release);
-                return Err(too_many(self.config.pattern.as_str()));
-            }
-            match count.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(now) => n = now,
-            }
+        // Counting and recording are one operation: the record's bit in the
+        // side's mask. A reaper clears it if the process dies from here on
+        // (clearing a bit that is not set does nothing, so there is no
+        // window in which a crash leaves a count nobody takes back).
+        let bit = 1u64 << part;
+        let counted = if single {
+            mask.compare_exchange(0, bit, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        } else {
+            mask.fetch_or(bit, Ordering::AcqRel);
+            true
+        };
+        if !counted {
+            p.side.store(0, Ordering::Relaxed);
+            p.pid.store(0, Ordering::Release);
+            return Err(too_many(self.config.pattern.as_str()));
         }
-        // Counted: a reaper uncounts it from now on.
-        p.side.store(side.code(), Ordering::Release);
+        hook::hit(Point::JoinCounted);
         let mut joined = Joined { sub: None, part };
         if side == Side::Receiver && self.ring == RING_BROADCAST {
             let Some(i) = self.claim_subscriber(me) else {
@@ -1032,16 +1183,11 @@ impl Shared {
     /// Whether every endpoint of `side` is gone (after at least one came).
     pub(crate) fn gone(&self, side: Side) -> bool {
         let c = self.counters();
-        match side {
-            Side::Sender => {
-                c.senders_seen.load(Ordering::Acquire) != 0
-                    && c.senders.load(Ordering::Acquire) == 0
-            }
-            Side::Receiver => {
-                c.receivers_seen.load(Ordering::Acquire) != 0
-                    && c.receivers.load(Ordering::Acquire) == 0
-            }
-        }
+        let (seen, mask) = match side {
+            Side::Sender => (&c.senders_seen, &c.senders),
+            Side::Receiver => (&c.receivers_seen, &c.receivers),
+        };
+        seen.load(Ordering::Acquire) != 0 && mask.load(Ordering::Acquire) == 0
     }
 
     /// Unregisters an endpoint and wakes the other side (it may now be
@@ -1068,19 +1214,20 @@ impl Shared {
             self.reclaim(0, None);
         }
         let p = self.participant(joined.part);
-        let counted = p.side.swap(0, Ordering::AcqRel);
+        let c = self.counters();
+        let mask = if side == Side::Sender {
+            &c.senders
+        } else {
+            &c.receivers
+        };
+        // Uncounted first: a crash from here on leaves a record whose
+        // reaper clears a bit that is already clear.
+        mask.fetch_and(!(1u64 << joined.part), Ordering::AcqRel);
+        p.side.store(0, Ordering::Relaxed);
         p.sub.store(0, Ordering::Relaxed);
         p.send_pos.store(SEND_IDLE, Ordering::Relaxed);
+        // Release: the next joiner of the record sees it cleared.
         p.pid.store(0, Ordering::Release);
-        let c = self.counters();
-        if counted != 0 {
-            let count = if side == Side::Sender {
-                &c.senders
-            } else {
-                &c.receivers
-            };
-            count.fetch_sub(1, Ordering::AcqRel);
-        }
         self.not_empty().notify();
         self.not_full().notify();
         c.senders.load(Ordering::Acquire) == 0
@@ -1134,10 +1281,20 @@ impl Shared {
 
     /// Messages in the ring now (broadcast: 0, nothing waits for a
     /// receiver that is not subscribed yet).
+    /// On the MPMC layout this includes messages returned by the reaper of
+    /// a dead consumer (counted by a scan of the cells, only while the
+    /// hint says there may be some).
     pub(crate) fn len(&self) -> u64 {
         match self.ring {
             RING_SPSC => self.spsc().len(),
-            RING_MPMC => self.mpmc().len(),
+            RING_MPMC => {
+                let returned = if self.returned_hint() {
+                    self.mpmc().returned()
+                } else {
+                    0
+                };
+                self.mpmc().len() + returned
+            }
             _ => 0,
         }
     }
@@ -1237,7 +1394,12 @@ impl Shared {
     /// Returns whether it dropped one.
     fn drop_oldest(&self, part: usize) -> bool {
         let ring = self.mpmc();
-        let Some((pos, old)) = ring.claim_pop(part as u8) else {
+        // A message returned by a dead consumer's reaper is older than
+        // anything on the ring.
+        let Some((pos, old)) = self
+            .adopt_returned(part)
+            .or_else(|| ring.claim_pop(part as u8))
+        else {
             return false;
         };
         let taken = self.seg.slab().take(decode(old));
@@ -1430,7 +1592,7 @@ impl Shared {
         self.gone(Side::Sender)
             || match sub {
                 Some(i) => self.unread(i) > 0,
-                None => self.can_pop(),
+                None => self.can_pop() || self.returned_hint(),
             }
     }
 
@@ -1563,6 +1725,7 @@ impl Shared {
         } else {
             let ring = self.mpmc();
             let (pos, msg) = ring.claim_pop(part as u8)?;
+            hook::hit(Point::RecvClaimed);
             let got = slab.take(decode(msg));
             hook::hit(Point::RecvAfterClaim);
             ring.release(pos);
@@ -1583,9 +1746,16 @@ impl Shared {
                 self.not_full().notify();
                 return got.map(Some);
             }
+            // A message a dead consumer claimed and never took.
+            if let Some(got) = self.take_returned(part) {
+                return got.map(Some);
+            }
             if self.gone(Side::Sender) {
-                // Senders are gone; one may have pushed just before leaving.
-                return match self.take_one(c, part) {
+                // Senders are gone; one may have pushed just before leaving,
+                // and a consumer that died may hold one back: look once
+                // more, after reaping.
+                self.reap();
+                return match self.take_one(c, part).or_else(|| self.take_returned(part)) {
                     Some(got) => got.map(Some),
                     None => Err(Error::Disconnected("sender")),
                 };
@@ -1593,7 +1763,7 @@ impl Shared {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
             }
-            let ready = || self.can_pop() || self.gone(Side::Sender);
+            let ready = || self.can_pop() || self.returned_hint() || self.gone(Side::Sender);
             if !self.wait_reaping(part, self.not_empty(), ready, deadline) {
                 return Ok(None);
             }

@@ -13,11 +13,12 @@
 //! | `p + 1` | holds `p`'s message |
 //! | `TOMB(p)` | `p`'s producer died before publishing: consumers skip `p` |
 //! | `TAKING(p, id)` | consumer `id` claimed `p` and is taking its message |
+//! | `RETURNED(p)` | `p`'s consumer died before taking its message: any consumer may adopt it |
 //! | `p + C` | the consumer of `p` is done: free for position `p + C` |
 //!
-//! The marked values have bit 63 set, the kind in bits 61..63 (1 claimed,
-//! 2 taking, 3 tomb), the claimer's id (0..64, a participant index) in bits
-//! 55..61 and `p` in bits 0..55; positions stay below 2^55.
+//! The marked values have bit 63 set, the kind in bits 61..63 (0 returned,
+//! 1 claimed, 2 taking, 3 tomb), the claimer's id (0..64, a participant
+//! index) in bits 55..61 and `p` in bits 0..55; positions stay below 2^55.
 //!
 //! A producer claims a position by a compare-and-swap of its cell from `p`
 //! to `CLAIMED(p, id)`, then moves `tail` from `p` to `p + 1`, writes the
@@ -33,11 +34,16 @@
 //! way can be undone exactly, by whoever finds it dead ([`Mpmc::abandon`]):
 //! a position its producer claimed and never published becomes a tombstone
 //! (consumers skip it, nothing stalls); a message its consumer claimed and
-//! never finished is handed to the reaper and the cell released. Nothing
+//! never finished is either handed to the reaper and the cell released, or
+//! (the reaper's choice, for a message the dead consumer had not taken yet)
+//! marked `RETURNED`: the cell keeps the message, `head` has passed it, and
+//! a live consumer adopts it ([`Mpmc::adopt`]: a compare-and-swap to
+//! `TAKING(p, its id)`, then as any claim) and releases the cell. Nothing
 //! else is touched: live claimers never see their cells change under them.
 //!
-//! Messages from one producer arrive in the order it sent them; each message
-//! goes to exactly one consumer.
+//! Messages from one producer arrive in the order it sent them, except a
+//! returned message, which arrives when adopted (after messages sent after
+//! it); each message goes to exactly one consumer.
 
 use super::Full;
 use crate::sync::{AtomicWord, Ordering};
@@ -53,6 +59,7 @@ pub(crate) const MAX_IDS: u8 = 64;
 const MARK: u64 = 1 << 63;
 const KIND_SHIFT: u32 = 61;
 const ID_SHIFT: u32 = 55;
+const RETURNED: u64 = 0;
 const CLAIMED: u64 = 1;
 const TAKING: u64 = 2;
 const TOMB: u64 = 3;
@@ -75,8 +82,9 @@ const fn marked_id(seq: u64) -> u8 {
 
 /// What a cell's sequence word says, as `4 * position + stage` for a cell
 /// whose positions are congruent to `pos`: stage 0 free, 1 claimed, 2
-/// holding a message (or a tombstone), 3 being taken. The key only grows
-/// over the cell's life.
+/// holding a message (or a tombstone), 3 being taken (or returned: past
+/// `head`, waiting for [`Mpmc::adopt`]). The key only grows over the
+/// cell's life.
 fn key(seq: u64, pos: u64, capacity: u64) -> u64 {
     if seq & MARK != 0 {
         let stage = match marked_kind(seq) {
@@ -270,14 +278,26 @@ impl<'a, A: AtomicWord<Value = u64>> Mpmc<'a, A> {
 
     /// Undoes what claimer `id` left half done when it died: a position it
     /// claimed as a producer and never published becomes a tombstone; a
-    /// message it claimed as a consumer and never released is passed to
-    /// `taken` (whose reference the caller must deal with) and its cell
+    /// message it claimed as a consumer and never released is shown to
+    /// `keep`: if that returns true the cell becomes `RETURNED` (the message
+    /// waits for [`Mpmc::adopt`]), otherwise the cell is released and the
+    /// message passed to `taken` (whose reference the caller must deal
+    /// with). `keep` sees the message while the cell is still claimed by
+    /// `id`, and `taken` is called only if the cell was still `id`'s when
     /// released. Moves `tail` and `head` past such positions. Returns how
     /// many positions it tombstoned.
     ///
     /// The caller must know that `id`'s owner is dead and that no live
-    /// endpoint uses `id` (one reaper per id).
-    pub(crate) fn abandon(&self, id: u8, mut taken: impl FnMut([u64; 2])) -> usize {
+    /// endpoint uses `id` (one reaper per id). Undoing a cell is one
+    /// compare-and-swap from the dead claimer's value, so a reaper that dies
+    /// half way through can be replaced: the next one finds only the cells
+    /// left to undo.
+    pub(crate) fn abandon(
+        &self,
+        id: u8,
+        mut keep: impl FnMut([u64; 2]) -> bool,
+        mut taken: impl FnMut([u64; 2]),
+    ) -> usize {
         let cap = self.capacity();
         let mut tombs = 0;
         for c in self.cells.chunks(CELL_WORDS) {
@@ -299,9 +319,18 @@ impl<'a, A: AtomicWord<Value = u64>> Mpmc<'a, A> {
             } else if kind == TAKING {
                 let msg = [c[1].load(Ordering::Relaxed), c[2].load(Ordering::Relaxed)];
                 Self::advance(self.head, pos);
-                // Release: our reads of the cell are done before a producer
-                // reuses it.
-                if c[0]
+                if keep(msg) {
+                    // Release: pairs with the Acquire CAS in `adopt` (the
+                    // payload stays as the producer wrote it).
+                    let _ = c[0].compare_exchange(
+                        seq,
+                        mark(RETURNED, 0, pos),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                } else if c[0]
+                    // Release: our reads of the cell are done before a
+                    // producer reuses it.
                     .compare_exchange(seq, pos + cap, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
                 {
@@ -310,6 +339,55 @@ impl<'a, A: AtomicWord<Value = u64>> Mpmc<'a, A> {
             }
         }
         tombs
+    }
+
+    /// Claims a `RETURNED` message (see [`Mpmc::abandon`]) for consumer
+    /// `id`: its position and words, or `None` if there is none. As after
+    /// [`Mpmc::claim_pop`], the cell stays claimed until [`Mpmc::release`].
+    /// Scans every cell: meant for when the ring has nothing else to give.
+    pub(crate) fn adopt(&self, id: u8) -> Option<(u64, [u64; 2])> {
+        debug_assert!(id < MAX_IDS);
+        for c in self.cells.chunks(CELL_WORDS) {
+            let seq = c[0].load(Ordering::Relaxed);
+            if seq & MARK == 0 || marked_kind(seq) != RETURNED {
+                continue;
+            }
+            let pos = marked_pos(seq);
+            // Acquire: pairs with the Release of the producer's `publish`
+            // (through the dead consumer's claim and the reaper's CAS, both
+            // read-modify-writes of this word or ordered after it), so the
+            // payload read below is the message's.
+            if c[0]
+                .compare_exchange(
+                    seq,
+                    mark(TAKING, id, pos),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                let msg = [c[1].load(Ordering::Relaxed), c[2].load(Ordering::Relaxed)];
+                return Some((pos, msg));
+            }
+        }
+        None
+    }
+
+    /// How many cells hold a `RETURNED` message now (a scan of every cell).
+    pub(crate) fn returned(&self) -> u64 {
+        self.cells
+            .chunks(CELL_WORDS)
+            .filter(|c| {
+                let seq = c[0].load(Ordering::Relaxed);
+                seq & MARK != 0 && marked_kind(seq) == RETURNED
+            })
+            .count() as u64
+    }
+
+    /// Whether position `pos` is claimed by producer `id` and not published
+    /// (nor tombstoned) yet.
+    pub(crate) fn claimed_by(&self, pos: u64, id: u8) -> bool {
+        self.cell(pos)[0].load(Ordering::Acquire) == mark(CLAIMED, id, pos)
     }
 
     /// Whether a push could claim a position now (the cell at `tail` is
@@ -425,8 +503,8 @@ mod tests {
             }
             assert_eq!(r.pop(5), Some([1, 1]));
             assert_eq!(r.pop(5), None, "stalled at the dead claim");
-            assert_eq!(r.abandon(3, |_| panic!("no message")), 1);
-            assert_eq!(r.abandon(3, |_| panic!("no message")), 0, "once");
+            assert_eq!(r.abandon(3, |_| false, |_| panic!("no message")), 1);
+            assert_eq!(r.abandon(3, |_| false, |_| panic!("no message")), 0, "once");
             let mut got: Vec<[u64; 2]> = std::iter::from_fn(|| r.pop(5)).collect();
             // Wrap the ring several times: positions stay consistent.
             for i in 10..20 {
@@ -452,7 +530,7 @@ mod tests {
         m.cells[0].store(mark(CLAIMED, 7, 0), Ordering::Relaxed);
         r.push(0, [1, 1]).unwrap(); // helps tail past 0, takes 1
         assert_eq!(m.tail.load(Ordering::Relaxed), 2);
-        r.abandon(7, |_| {});
+        r.abandon(7, |_| false, |_| {});
         r.push(0, [2, 2]).unwrap();
         assert_eq!(r.claim_pop(8).map(|x| x.0), Some(1));
         // Consumer 8 holds position 1 and dies; position 0 was a tombstone.
@@ -460,7 +538,7 @@ mod tests {
         m.head.store(1, Ordering::Relaxed); // as if it died before moving head
         let mut seen = Vec::new();
         assert_eq!(r.pop(9), Some([2, 2]), "helped head past the claim");
-        r.abandon(8, |msg| seen.push(msg));
+        r.abandon(8, |_| false, |msg| seen.push(msg));
         assert_eq!(seen, [[1, 1]]);
         for i in 0..8 {
             r.push(0, [i, i]).unwrap();
@@ -499,11 +577,49 @@ mod tests {
         assert_eq!(r.push(0, [3, 3]), Err(Full([3, 3])));
         assert_eq!(r.pop(5), Some([2, 2]));
         let mut reaped = Vec::new();
-        assert_eq!(r.abandon(4, |msg| reaped.push(msg)), 0);
+        assert_eq!(r.abandon(4, |_| false, |msg| reaped.push(msg)), 0);
         assert_eq!(reaped, [[1, 1]]);
         r.push(0, [3, 3]).unwrap();
         assert_eq!(r.pop(5), Some([3, 3]));
         assert_eq!(r.pop(5), None);
+    }
+
+    #[test]
+    fn a_dead_consumers_untaken_message_is_returned_and_adopted_once() {
+        let m = mem(2);
+        let r = ring(&m, false, false);
+        r.push(0, [1, 1]).unwrap();
+        r.push(0, [2, 2]).unwrap();
+        assert_eq!(r.claim_pop(4), Some((0, [1, 1]))); // ... and dies
+        assert_eq!(r.abandon(4, |_| true, |_| panic!("kept")), 0);
+        assert_eq!(r.returned(), 1);
+        assert_eq!(r.abandon(4, |_| true, |_| panic!("kept")), 0, "once");
+        // Ordinary pops skip it; the ring cannot wrap onto it yet.
+        assert_eq!(r.pop(5), Some([2, 2]));
+        assert_eq!(r.pop(5), None);
+        assert_eq!(r.push(0, [3, 3]), Err(Full([3, 3])), "wraps onto it");
+        assert_eq!(r.adopt(6), Some((0, [1, 1])));
+        assert_eq!(r.adopt(7), None, "adopted once");
+        assert_eq!(r.returned(), 0);
+        // An adopter that dies is undone like any consumer.
+        let mut freed = Vec::new();
+        r.abandon(6, |_| false, |msg| freed.push(msg));
+        assert_eq!(freed, [[1, 1]]);
+        r.push(0, [3, 3]).unwrap();
+        r.push(0, [4, 4]).unwrap();
+        assert_eq!(r.pop(5), Some([3, 3]));
+        assert_eq!(r.pop(5), Some([4, 4]));
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn claimed_by_names_an_unpublished_claim() {
+        let m = mem(2);
+        let r = ring(&m, false, false);
+        let p = r.claim_push(3).unwrap();
+        assert!(r.claimed_by(p, 3) && !r.claimed_by(p, 4));
+        r.publish(p, [1, 1]);
+        assert!(!r.claimed_by(p, 3));
     }
 
     /// `producers` threads each send `per` messages `[producer, seq]`;
@@ -770,7 +886,7 @@ mod loom_model {
             m.cells[0].store(mark(CLAIMED, 5, 0), Ordering::Relaxed);
             let m2 = m.clone();
             let reaper = loom::thread::spawn(move || {
-                ring(&m2, false, false).abandon(5, |_| panic!("5 took nothing"))
+                ring(&m2, false, false).abandon(5, |_| false, |_| panic!("5 took nothing"))
             });
             let m3 = m.clone();
             let live = loom::thread::spawn(move || ring(&m3, false, false).push(1, [7, 70]));
@@ -791,6 +907,67 @@ mod loom_model {
         });
     }
 
+    /// Consumer 6 died holding position 0 before taking its message. A
+    /// reaper returns the message while a live consumer pops and adopts
+    /// and a producer tries to reuse the cell: the message goes to the live
+    /// consumer exactly once (by a pop, never: it is past `head`; by an
+    /// adoption, once), the producer never overwrites it, and the cell is
+    /// free once the adopter releases it.
+    #[test]
+    fn loom_a_dead_consumers_message_is_returned_to_a_live_one() {
+        loom::model(|| {
+            let m = mem(2);
+            let r = ring(&m, false, false);
+            r.push(0, [1, 10]).unwrap();
+            r.push(0, [2, 20]).unwrap();
+            m.cells[0].store(mark(TAKING, 6, 0), Ordering::Relaxed);
+            m.head.store(1, Ordering::Relaxed);
+            let m2 = m.clone();
+            let reaper = loom::thread::spawn(move || {
+                ring(&m2, false, false).abandon(6, |_| true, |_| panic!("kept"))
+            });
+            let m3 = m.clone();
+            let producer = loom::thread::spawn(move || ring(&m3, false, false).push(0, [3, 30]));
+            let mut got: Vec<[u64; 2]> = r.pop(2).into_iter().collect();
+            if let Some((pos, msg)) = r.adopt(2) {
+                got.push(msg);
+                r.release(pos);
+            }
+            reaper.join().unwrap();
+            let pushed = producer.join().unwrap().is_ok();
+            if let Some((pos, msg)) = r.adopt(2) {
+                got.push(msg);
+                r.release(pos);
+            }
+            if !pushed {
+                r.push(0, [3, 30]).unwrap(); // the cell is free now
+            }
+            got.extend(std::iter::from_fn(|| r.pop(2)));
+            got.sort();
+            assert_eq!(got, [[1, 10], [2, 20], [3, 30]]);
+            assert_eq!(r.adopt(2), None);
+        });
+    }
+
+    /// Two consumers race to adopt one returned message: exactly one gets
+    /// it, with its words.
+    #[test]
+    fn loom_a_returned_message_is_adopted_once() {
+        loom::model(|| {
+            let m = mem(2);
+            let r = ring(&m, false, false);
+            r.push(0, [1, 10]).unwrap();
+            r.claim_pop(6).unwrap();
+            r.abandon(6, |_| true, |_| panic!("kept"));
+            let m2 = m.clone();
+            let t = loom::thread::spawn(move || ring(&m2, false, false).adopt(1));
+            let mine = r.adopt(2);
+            let theirs = t.join().unwrap();
+            assert_eq!(mine.or(theirs), Some((0, [1, 10])));
+            assert!(mine.is_none() || theirs.is_none(), "adopted twice");
+        });
+    }
+
     /// Consumer 6 died holding position 0 (before moving `head`). A reaper
     /// hands its message over and frees the cell while another consumer
     /// takes the next message and a producer tries to reuse the cell: the
@@ -808,7 +985,7 @@ mod loom_model {
             let m2 = m.clone();
             let reaper = loom::thread::spawn(move || {
                 let mut got = Vec::new();
-                ring(&m2, false, false).abandon(6, |msg| got.push(msg));
+                ring(&m2, false, false).abandon(6, |_| false, |msg| got.push(msg));
                 got
             });
             let m3 = m.clone();

@@ -32,6 +32,15 @@ pub enum Point {
     /// A broadcast receive: the subscriber's position marked as reading,
     /// its reference to the slot not recorded yet.
     SubscriberReading,
+    /// A receive on a ring of the MPMC layout: a cell claimed, the
+    /// message's slot not taken yet.
+    RecvClaimed,
+    /// Joining a channel: the endpoint counted (its bit set in the
+    /// sender or receiver mask), the join not finished.
+    JoinCounted,
+    /// Reaping a dead endpoint: its bit cleared from the masks, the slots
+    /// it held not reclaimed and its record not freed yet.
+    ReapUncounted,
 }
 
 static POINT: AtomicU8 = AtomicU8::new(0);
