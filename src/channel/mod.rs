@@ -36,7 +36,7 @@ mod shared;
 pub mod uri;
 mod waker;
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
@@ -53,7 +53,7 @@ pub use uri::{ChannelUri, Pattern, Policy, Transport};
 
 use crate::error::{Error, Result};
 use crate::ring::spsc::{Consumer, Producer};
-use crate::shm::{DataAccess, Slot, SlotMut};
+use crate::shm::{DataAccess, Slot, SlotCache, SlotMut};
 use crate::tensor::{Element, Shape};
 
 /// Opens both ends of the channel `uri` in this process.
@@ -205,6 +205,8 @@ impl Drop for Endpoint {
 pub struct Sender {
     ep: Endpoint,
     producer: Cell<Producer>,
+    /// Free slots set aside for the next loans (see `SlotCache`).
+    cache: RefCell<SlotCache>,
     waiter: OnceCell<AsyncWaiter>,
 }
 
@@ -223,6 +225,7 @@ impl Sender {
         Ok(Sender {
             ep,
             producer,
+            cache: RefCell::default(),
             waiter: OnceCell::new(),
         })
     }
@@ -258,13 +261,14 @@ impl Sender {
             }
         };
         let slab = shared.seg.slab();
+        let mut cache = self.cache.borrow_mut();
         if shared.config.policy == Policy::Block {
-            slab.alloc_wait(nbytes, shared.config.timeout, before_try)
+            slab.alloc_wait(nbytes, shared.config.timeout, Some(&mut cache), before_try)
         } else {
             if shared.is_broadcast() {
                 shared.reclaim(0, None);
             }
-            slab.alloc(nbytes)
+            slab.alloc_cached(nbytes, &mut cache)
         }
     }
 
@@ -336,6 +340,13 @@ impl Sender {
             Error::Timeout(_) => (Error::Timeout(timeout.unwrap_or_default()), slot),
             e => (e, slot),
         })
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        // Before the endpoint leaves: the slots set aside go back.
+        self.ep.shared.seg.slab().put_back(self.cache.get_mut());
     }
 }
 

@@ -10,7 +10,8 @@
 //!    256   128  events: not_empty, not_full (8 bytes each, see sync::wait)
 //!    384   128  ring tail (its own cache line pair)
 //!    512   128  ring head (broadcast: how far the ring's references are released)
-//!    640   ...  ring cells: capacity x 2 words (spsc) or x 4 words (mpmc, broadcast)
+//!    640   ...  ring cells: capacity x 4 words (a sequence word, the message,
+//!               padding; see the ring modules)
 //!          ...  broadcast only: 64 subscriber records of 64 bytes, then the
 //!               holder table (one word per slab slot)
 //!          ...  64 participant records of 64 bytes
@@ -75,7 +76,7 @@ const MAGIC: u32 = u32::from_le_bytes(*b"CHN1");
 /// Version 2: 64-byte participant records with a heartbeat and the send in
 /// flight; claimer ids and tombstones in MPMC cells; broadcast holder table.
 /// Version 3: sender and receiver masks instead of counts; the returned
-/// hint; `RETURNED` MPMC cells.
+/// hint; `RETURNED` MPMC cells; SPSC cells with a sequence word.
 const VERSION: u32 = 3;
 const COUNTERS: usize = 128;
 const EVENTS: usize = 256;
@@ -308,11 +309,9 @@ impl Config {
     }
 
     fn cell_words(&self) -> usize {
-        if self.ring_kind() == RING_SPSC {
-            2
-        } else {
-            CELL_WORDS
-        }
+        // The same for every layout (the SPSC ring's cells have a sequence
+        // word and padding, too).
+        CELL_WORDS
     }
 
     fn cells_size(&self) -> usize {
@@ -818,8 +817,11 @@ impl Shared {
                 // Claimed and not left unpublished (above): it published.
                 RING_MPMC => state >= SEND_CLAIMED,
                 RING_SPSC => {
-                    let (_, tail) = self.spsc().indices();
-                    tail > 0 && self.spsc().at(tail - 1) == msg
+                    // Published: at `tail - 1`, or at `tail` if it died
+                    // before moving `tail` (move it now).
+                    let ring = self.spsc();
+                    let tail = ring.heal_tail();
+                    tail > 0 && ring.at(tail - 1) == Some(msg)
                 }
                 _ => {
                     let ring = self.broadcast();
@@ -916,11 +918,11 @@ impl Shared {
     /// message for the next consumer.
     fn stand_in_for_consumer(&self, pid: u32) {
         let ring = self.spsc();
-        let (head, tail) = ring.indices();
-        if head >= tail {
+        let (head, _) = ring.indices();
+        let Some(msg) = ring.at(head) else {
             return;
-        }
-        let h = decode(ring.at(head));
+        };
+        let h = decode(msg);
         let slab = self.seg.slab();
         match slab.handle_state(&h) {
             Some((g, holders))
@@ -1255,7 +1257,11 @@ impl Shared {
     }
 
     pub(crate) fn producer(&self) -> Producer {
-        self.spsc().producer()
+        if self.ring == RING_SPSC {
+            self.spsc().producer()
+        } else {
+            Producer::default()
+        }
     }
 
     pub(crate) fn consumer(&self) -> Consumer {
@@ -1274,7 +1280,7 @@ impl Shared {
     /// position claimed by a producer that has not published yet).
     fn can_pop(&self) -> bool {
         match self.ring {
-            RING_SPSC => self.spsc().len() > 0,
+            RING_SPSC => self.spsc().has_message(),
             _ => self.mpmc().can_pop(),
         }
     }

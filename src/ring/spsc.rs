@@ -1,26 +1,40 @@
 //! Single-producer single-consumer ring.
 //!
-//! Two 64-bit indices that only grow (`tail`: next slot to write, `head`:
-//! next slot to read), each on its own cache line, and `capacity` cells of
-//! two 64-bit words. Each side keeps a private copy of the other side's
-//! index and reloads it only when the ring looks full (producer) or empty
-//! (consumer), so in steady state a message costs one cache-line transfer
-//! each way.
+//! Two 64-bit indices that only grow (`tail`: next position to write,
+//! `head`: next position to read), each on its own cache line, and
+//! `capacity` cells of four 64-bit words: a sequence word, the two message
+//! words, and padding. The producer writes a cell's message words, then its
+//! sequence word (`position + 1`, release), then `tail`; the consumer polls
+//! the sequence word of the cell at `head`, so a message costs the consumer
+//! one cache-line transfer (the cell), not two (the cell and `tail`).
+//! The producer keeps a private copy of `head` and reloads it only when the
+//! ring looks full; `tail` is read by nobody on the hot path (it serves
+//! `len`, late joiners and reapers).
 //!
-//! The cell words are atomics written and read with `Relaxed` ordering: the
-//! index stores and loads order them, and no byte is ever read while being
-//! written by a correct peer. Using atomics for the payload words keeps the
-//! ring free of `UnsafeCell` and lets the same code run under loom.
+//! A cell whose sequence word is `p + 1` holds position `p`'s message;
+//! anything else (zero in a fresh ring, or the previous lap's `p + 1 -
+//! capacity`) means the producer has not reached `p` yet. The message
+//! words are atomics written and read with `Relaxed` ordering: the sequence
+//! store and load order them. Using atomics for them keeps the ring free of
+//! `UnsafeCell` and lets the same code run under loom.
+//!
+//! The producer stores `tail` after the cell, so for a moment a consumer
+//! may have read past `tail`: [`Spsc::len`] reads that as empty, and a
+//! producer that died in between is healed by the next one
+//! ([`Spsc::producer`]) or a reaper ([`Spsc::heal_tail`]).
 
 use super::Full;
 use crate::sync::{AtomicWord, Ordering};
+
+/// Words per cell: sequence, two message words, padding.
+pub(crate) const CELL_WORDS: usize = 4;
 
 /// The shared part of an SPSC ring: references into shared memory (or, in
 /// tests, into a vector of loom atomics).
 pub(crate) struct Spsc<'a, A> {
     pub(crate) tail: &'a A,
     pub(crate) head: &'a A,
-    /// `2 * capacity` words: cell `i` is words `2i` and `2i + 1`.
+    /// `CELL_WORDS * capacity` words: cell `i` is words `4i .. 4i + 4`.
     pub(crate) cells: &'a [A],
 }
 
@@ -35,32 +49,57 @@ pub(crate) struct Producer {
 #[derive(Copy, Clone, Debug, Default)]
 pub(crate) struct Consumer {
     head: u64,
-    tail_cache: u64,
 }
 
 impl<'a, A: AtomicWord<Value = u64>> Spsc<'a, A> {
     fn capacity(&self) -> u64 {
-        (self.cells.len() / 2) as u64
+        (self.cells.len() / CELL_WORDS) as u64
     }
 
-    fn cell(&self, index: u64) -> (&'a A, &'a A) {
-        let i = (index & (self.capacity() - 1)) as usize * 2;
-        (&self.cells[i], &self.cells[i + 1])
+    /// `(seq, lo, hi)` of the cell position `index` uses.
+    fn cell(&self, index: u64) -> (&'a A, &'a A, &'a A) {
+        let i = (index & (self.capacity() - 1)) as usize * CELL_WORDS;
+        (&self.cells[i], &self.cells[i + 1], &self.cells[i + 2])
     }
 
-    /// A producer attaching to a ring that may already hold messages.
+    /// Whether the cell of position `pos` holds `pos`'s message.
+    fn ready(&self, pos: u64) -> bool {
+        // Acquire: pairs with the producer's Release store of `seq`.
+        self.cell(pos).0.load(Ordering::Acquire) == pos.wrapping_add(1)
+    }
+
+    /// A producer attaching to a ring that may already hold messages (and
+    /// whose previous producer may have died between publishing a cell and
+    /// moving `tail`).
     pub(crate) fn producer(&self) -> Producer {
+        let tail = self.heal_tail();
         Producer {
-            tail: self.tail.load(Ordering::Relaxed),
+            tail,
             head_cache: self.head.load(Ordering::Acquire),
         }
+    }
+
+    /// Moves `tail` past a cell its producer published without moving
+    /// `tail` (it died in between), and returns `tail`. For a new producer
+    /// or a reaper: no live producer may exist.
+    pub(crate) fn heal_tail(&self) -> u64 {
+        let tail = self.tail.load(Ordering::Acquire);
+        if self.ready(tail) {
+            let _ = self.tail.compare_exchange(
+                tail,
+                tail.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+            return self.tail.load(Ordering::Acquire);
+        }
+        tail
     }
 
     /// A consumer attaching to a ring that may already hold messages.
     pub(crate) fn consumer(&self) -> Consumer {
         Consumer {
-            head: self.head.load(Ordering::Relaxed),
-            tail_cache: self.tail.load(Ordering::Acquire),
+            head: self.head.load(Ordering::Acquire),
         }
     }
 
@@ -74,11 +113,17 @@ impl<'a, A: AtomicWord<Value = u64>> Spsc<'a, A> {
                 return Err(Full(msg));
             }
         }
-        let (lo, hi) = self.cell(p.tail);
+        let (seq, lo, hi) = self.cell(p.tail);
         lo.store(msg[0], Ordering::Relaxed);
         hi.store(msg[1], Ordering::Relaxed);
         p.tail = p.tail.wrapping_add(1);
-        // Release: publishes the cell words to the consumer's Acquire load.
+        // Release: publishes the message words to the consumer's Acquire
+        // load of `seq`.
+        seq.store(p.tail, Ordering::Release);
+        // The consumer reads the cell next: push it towards the shared
+        // cache instead of letting the consumer's read snoop this core.
+        seq.demote();
+        // Release: for `len` and late joiners (the consumer polls `seq`).
         self.tail.store(p.tail, Ordering::Release);
         Ok(())
     }
@@ -88,14 +133,10 @@ impl<'a, A: AtomicWord<Value = u64>> Spsc<'a, A> {
     /// reference is taken, so that a consumer killed in between leaves the
     /// message where a reaper finds it).
     pub(crate) fn peek(&self, c: &mut Consumer) -> Option<[u64; 2]> {
-        if c.head == c.tail_cache {
-            // Acquire: pairs with the producer's Release store of `tail`.
-            c.tail_cache = self.tail.load(Ordering::Acquire);
-            if c.head == c.tail_cache {
-                return None;
-            }
+        if !self.ready(c.head) {
+            return None;
         }
-        let (lo, hi) = self.cell(c.head);
+        let (_, lo, hi) = self.cell(c.head);
         Some([lo.load(Ordering::Relaxed), hi.load(Ordering::Relaxed)])
     }
 
@@ -113,11 +154,21 @@ impl<'a, A: AtomicWord<Value = u64>> Spsc<'a, A> {
         Some(msg)
     }
 
-    /// The message at position `pos`, read without claiming it (for a
-    /// reaper that knows the endpoint on the other side is dead or absent).
-    pub(crate) fn at(&self, pos: u64) -> [u64; 2] {
-        let (lo, hi) = self.cell(pos);
-        [lo.load(Ordering::Acquire), hi.load(Ordering::Acquire)]
+    /// Whether a message waits at the shared `head` (for the consumer's
+    /// process: its readiness check while it sleeps).
+    pub(crate) fn has_message(&self) -> bool {
+        self.ready(self.head.load(Ordering::Acquire))
+    }
+
+    /// The message at position `pos`, if its cell holds it (read without
+    /// claiming it, for a reaper that knows the endpoint on the other side
+    /// is dead or absent).
+    pub(crate) fn at(&self, pos: u64) -> Option<[u64; 2]> {
+        if !self.ready(pos) {
+            return None;
+        }
+        let (_, lo, hi) = self.cell(pos);
+        Some([lo.load(Ordering::Relaxed), hi.load(Ordering::Relaxed)])
     }
 
     /// The shared indices `(head, tail)`.
@@ -139,11 +190,16 @@ impl<'a, A: AtomicWord<Value = u64>> Spsc<'a, A> {
         );
     }
 
-    /// Messages in the ring now (exact for either side at rest).
+    /// Messages in the ring now (exact for either side at rest; 0 while
+    /// the consumer has read a message whose `tail` store is still to come).
     pub(crate) fn len(&self) -> u64 {
         let tail = self.tail.load(Ordering::Acquire);
         let head = self.head.load(Ordering::Acquire);
-        tail.wrapping_sub(head).min(self.capacity())
+        if head >= tail {
+            0
+        } else {
+            (tail - head).min(self.capacity())
+        }
     }
 }
 
@@ -163,7 +219,7 @@ mod tests {
         Arc::new(Mem {
             tail: AtomicU64::new(0),
             head: AtomicU64::new(0),
-            cells: (0..cap * 2).map(|_| AtomicU64::new(0)).collect(),
+            cells: (0..cap * CELL_WORDS).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
@@ -205,6 +261,31 @@ mod tests {
         let mut p2 = r.producer();
         r.push(&mut p2, [3, 4]).unwrap();
         assert_eq!(r.pop(&mut c), Some([3, 4]));
+    }
+
+    #[test]
+    fn a_producer_dead_before_moving_tail_is_healed() {
+        let m = mem(4);
+        let r = ring(&m);
+        let (mut p, mut c) = (r.producer(), r.consumer());
+        r.push(&mut p, [1, 10]).unwrap();
+        r.push(&mut p, [2, 20]).unwrap();
+        // As if the producer died between publishing the cell of position
+        // 1 and moving `tail` past it.
+        m.tail.store(1, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(r.pop(&mut c), Some([1, 10]));
+        assert_eq!(r.pop(&mut c), Some([2, 20]));
+        // The consumer is past `tail`: empty, not full.
+        assert_eq!(r.len(), 0);
+        assert!(!r.has_message());
+        // A new producer moves `tail` on and goes on from there.
+        let mut p2 = r.producer();
+        assert_eq!(r.indices(), (2, 2));
+        r.push(&mut p2, [3, 30]).unwrap();
+        assert!(r.has_message());
+        assert_eq!(r.at(2), Some([3, 30]));
+        assert_eq!(r.at(3), None);
+        assert_eq!(r.pop(&mut c), Some([3, 30]));
     }
 
     #[test]
@@ -269,7 +350,7 @@ mod loom_model {
             let m = Arc::new(Mem {
                 tail: AtomicU64::new(0),
                 head: AtomicU64::new(0),
-                cells: (0..4).map(|_| AtomicU64::new(0)).collect(),
+                cells: (0..2 * CELL_WORDS).map(|_| AtomicU64::new(0)).collect(),
             });
             let m2 = m.clone();
             let t = loom::thread::spawn(move || {

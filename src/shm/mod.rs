@@ -13,6 +13,7 @@ pub mod slab;
 pub mod slot;
 
 pub use segment::{validate_name, CreateOptions, DataAccess, Segment, SegmentInfo, LAYOUT_VERSION};
+pub(crate) use slab::SlotCache;
 pub use slab::{ClassStats, Slab, SlabConfig, MAX_SLOT_SIZE, SLOT_ALIGN};
 pub use slot::{Handle, Slot, SlotMut, TensorMeta};
 

@@ -27,9 +27,9 @@ use super::hook::{self, Point};
 use super::region::Memory;
 use super::slot::{GroupBit, Handle, Slot, SlotMut, TensorHeader};
 use crate::error::{Error, Result};
-use crate::sync::freebits;
 use crate::sync::slotstate;
 use crate::sync::Ordering;
+use crate::sync::{freebits, hint};
 use crate::tensor::{Element, Shape};
 
 /// Alignment of every slot payload, in bytes.
@@ -328,6 +328,31 @@ impl ClassStats {
     pub fn free(&self) -> u32 {
         self.slots - self.used
     }
+}
+
+/// Free slots one allocating endpoint has set aside for its next
+/// allocations (a [`crate::Sender`] keeps one).
+///
+/// Allocating from the shared free bitmap costs a cache-line transfer per
+/// message when a consumer on another core frees into the same bitmap
+/// word. With a cache, an allocation clears up to [`SlotCache`]'s limit of
+/// bits of one word at once and uses them one by one; its consumer's frees
+/// then find the bitmap word in their own cache. Set-aside slots stay free
+/// in their state words (the truth, see `sync/freebits.rs`): a repair
+/// makes them allocatable by others again, and a process that dies with
+/// a cache loses nothing. [`Slab::put_back`] returns the bits.
+#[derive(Debug, Default)]
+pub(crate) struct SlotCache {
+    /// Per class: the bitmap word the bits came from, and the bits held.
+    held: [(usize, u64); MAX_CLASSES],
+}
+
+/// How many bits of one word a cache takes at once from a class of
+/// `slot_count` slots: none below 16 slots (a cache must not hold back
+/// slots that other senders need), at most an eighth of the class, and
+/// at most 16.
+fn cache_take(slot_count: u32) -> u32 {
+    (slot_count / 8).min(16)
 }
 
 /// A slab allocator inside a segment (or a heap region).
@@ -639,6 +664,25 @@ impl Slab {
     /// [`Error::ReadOnly`] if the data area is mapped read-only;
     /// [`Error::Corrupt`] if a free list is damaged.
     pub fn alloc(&self, nbytes: u64) -> Result<SlotMut> {
+        self.alloc_with(nbytes, None)
+    }
+
+    /// [`Slab::alloc`] from `cache` first, refilling it from the bitmap.
+    pub(crate) fn alloc_cached(&self, nbytes: u64, cache: &mut SlotCache) -> Result<SlotMut> {
+        self.alloc_with(nbytes, Some(cache))
+    }
+
+    /// Gives the bits `cache` holds back to the bitmaps.
+    pub(crate) fn put_back(&self, cache: &mut SlotCache) {
+        for (ci, c) in self.inner.classes.iter().enumerate() {
+            let (word, bits) = std::mem::take(&mut cache.held[ci]);
+            if bits != 0 {
+                freebits::put_many(self.bits(c), word, bits);
+            }
+        }
+    }
+
+    fn alloc_with(&self, nbytes: u64, mut cache: Option<&mut SlotCache>) -> Result<SlotMut> {
         if !self.writable() {
             return Err(Error::ReadOnly);
         }
@@ -651,15 +695,15 @@ impl Slab {
                 requested: nbytes,
                 max: self.max_slot_size(),
             })?;
-        if let Some(slot) = self.alloc_from(first, nbytes)? {
+        if let Some(slot) = self.alloc_from(first, nbytes, cache.as_deref_mut())? {
             return Ok(slot);
         }
         // Full. A process killed between the two steps of an allocation or
-        // a free leaves a free slot that the bitmaps do not show: look for
-        // such slots (at most every REPAIR_INTERVAL in this process) before
-        // giving up.
+        // a free leaves a free slot that the bitmaps do not show (and so
+        // does a cache of another process): look for such slots (at most
+        // every REPAIR_INTERVAL in this process) before giving up.
         if self.repair_due() && self.repair() > 0 {
-            if let Some(slot) = self.alloc_from(first, nbytes)? {
+            if let Some(slot) = self.alloc_from(first, nbytes, cache)? {
                 return Ok(slot);
             }
         }
@@ -668,7 +712,12 @@ impl Slab {
 
     /// One pass over the classes from `first` on: a slot, or `None` if
     /// every one of them looked full.
-    fn alloc_from(&self, first: usize, nbytes: u64) -> Result<Option<SlotMut>> {
+    fn alloc_from(
+        &self,
+        first: usize,
+        nbytes: u64,
+        mut cache: Option<&mut SlotCache>,
+    ) -> Result<Option<SlotMut>> {
         let pid = self.inner.pid;
         for ci in first..self.inner.classes.len() {
             let c = &self.inner.classes[ci];
@@ -677,13 +726,41 @@ impl Slab {
             }
             let hot = self.hot(c);
             let bits = self.bits(c);
-            // A hint: `take` starts at word 0 if it is out of range.
-            let start = hot.cursor.load(Ordering::Relaxed) as usize;
+            let per_take = cache_take(c.slot_count);
+            let mut held = match cache.as_deref_mut() {
+                Some(cache) if per_take > 1 => Some(&mut cache.held[ci]),
+                _ => None,
+            };
             let claimed = loop {
-                let Some((word, index)) = freebits::take(bits, start) else {
-                    break None;
+                let index = match held.as_deref_mut() {
+                    Some((word, mask)) if *mask != 0 => {
+                        let b = mask.trailing_zeros() as usize;
+                        *mask &= *mask - 1;
+                        *word * freebits::WORD_BITS + b
+                    }
+                    _ => {
+                        // A hint: `take_many` starts at word 0 if it is
+                        // out of range.
+                        let start = hot.cursor.load(Ordering::Relaxed) as usize;
+                        let take = if held.is_some() { per_take } else { 1 };
+                        let Some((word, mut mask)) = freebits::take_many(bits, start, take) else {
+                            break None;
+                        };
+                        if word != start {
+                            hot.cursor.store(word as u64, Ordering::Relaxed);
+                        }
+                        let b = mask.trailing_zeros() as usize;
+                        mask &= mask - 1;
+                        if let Some(h) = held.as_deref_mut() {
+                            *h = (word, mask);
+                        }
+                        word * freebits::WORD_BITS + b
+                    }
                 };
                 if index >= c.slot_count as usize {
+                    if let Some(h) = held.as_deref_mut() {
+                        *h = (0, 0);
+                    }
                     return Err(Error::Corrupt(format!(
                         "free bitmap of size class {ci} marks slot {index} of {}",
                         c.slot_count
@@ -693,10 +770,21 @@ impl Slab {
                 hook::hit(Point::AllocAfterTake);
                 let s = self.slot_atomics(c, index);
                 // A refused claim: the bit was stale (the slot is in use;
-                // a repair raced its allocation). The bit is gone now.
+                // a repair raced its allocation, or let another allocator
+                // have a slot of our cache). The bit is gone now.
                 if let Ok(generation) = slotstate::begin_write(&s.state, pid) {
-                    if word != start {
-                        hot.cursor.store(word as u64, Ordering::Relaxed);
+                    if let Some(&mut (w, mask)) = held.as_deref_mut() {
+                        if mask != 0 {
+                            // The next allocation's slot header: fetch it
+                            // now, while the message goes out, not when
+                            // the next one does.
+                            let next = (w * freebits::WORD_BITS) as u32 + mask.trailing_zeros();
+                            if next < c.slot_count {
+                                let p = self.slot_atomics(c, next) as *const SlotAtomics;
+                                hint::prefetch_write(p.cast());
+                                hint::prefetch_write(p.cast::<u8>().wrapping_add(64));
+                            }
+                        }
                     }
                     break Some((s, index, generation));
                 }
@@ -761,7 +849,7 @@ impl Slab {
     /// # Errors
     /// [`Error::Timeout`] if none frees in time; otherwise as [`Slab::alloc`].
     pub fn alloc_timeout(&self, nbytes: u64, timeout: Duration) -> Result<SlotMut> {
-        self.alloc_wait(nbytes, Some(timeout), || {})
+        self.alloc_wait(nbytes, Some(timeout), None, || {})
     }
 
     /// Like [`Slab::alloc`], waiting while the slab is full: up to
@@ -771,6 +859,7 @@ impl Slab {
         &self,
         nbytes: u64,
         timeout: Option<Duration>,
+        mut cache: Option<&mut SlotCache>,
         mut before_try: impl FnMut(),
     ) -> Result<SlotMut> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
@@ -780,7 +869,7 @@ impl Slab {
         let mut pause = Duration::from_micros(20);
         loop {
             before_try();
-            match self.alloc(nbytes) {
+            match self.alloc_with(nbytes, cache.as_deref_mut()) {
                 Err(Error::SlabFull { .. }) => {}
                 other => return other,
             }
@@ -850,6 +939,9 @@ impl Slab {
     pub fn take(&self, h: Handle) -> Result<Slot> {
         let (ci, index) = self.resolve(&h)?;
         let s = self.slot_atomics(self.class(ci), index);
+        // The rest of the tensor header, wanted next by most receivers:
+        // fetch it while the claim below waits for the state's line.
+        hint::prefetch_read((s as *const SlotAtomics).cast::<u8>().wrapping_add(64));
         slotstate::claim(&s.state, h.generation, true).map_err(|r| refused(&h, r))?;
         let slot = Slot::new(self.clone(), ci, index, h.generation);
         if let Err(e) = slot.check_len(h.len) {

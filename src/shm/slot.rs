@@ -517,7 +517,12 @@ impl SlotMut {
     }
 
     fn publish(&self, pending: bool) {
-        slotstate::publish(self.r.state(), self.r.generation, pending);
+        let st = self.r.state();
+        slotstate::publish(st, self.r.generation, pending);
+        // The receiver reads the state and the header next (see
+        // `sync::hint`).
+        crate::sync::hint::demote((st as *const AtomicU64).cast());
+        crate::sync::hint::demote(self.r.header_ptr().cast::<u8>().wrapping_add(48));
     }
 }
 
@@ -592,7 +597,12 @@ impl Slot {
     }
 
     pub(crate) fn check_len(&self, len: u32) -> Result<()> {
-        let nbytes = self.r.header().nbytes;
+        // Only the length: the rest of the header may sit on a cache line
+        // the receiver does not need yet.
+        let p = self.r.header_ptr();
+        // SAFETY: we hold a reference to the slot (nobody writes a
+        // published slot's header); `nbytes` is an aligned u64 field of it.
+        let nbytes = unsafe { std::ptr::addr_of!((*p).nbytes).read() };
         if nbytes != len as u64 {
             return Err(Error::InvalidHandle(format!(
                 "handle length {len} does not match the slot's {nbytes} bytes"

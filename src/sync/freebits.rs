@@ -47,11 +47,31 @@ pub(crate) const fn initial_word(count: u32, w: usize) -> u64 {
 /// Clears one set bit, looking at the words cyclically from word `start`
 /// (0 if out of range; lowest bit first within a word). Returns `(word, index)` of the bit
 /// cleared, or `None` if every word read was empty.
+/// (The slab uses [`take_many`]; the tests and models use this.)
+#[cfg(test)]
 #[inline]
 pub(crate) fn take<A: AtomicWord<Value = u64>>(
     words: &[A],
     start: usize,
 ) -> Option<(usize, usize)> {
+    let (w, mask) = take_many(words, start, 1)?;
+    Some((w, w * WORD_BITS + mask.trailing_zeros() as usize))
+}
+
+/// Clears up to `max` (at least 1) set bits of one word, the lowest ones,
+/// looking at the words cyclically from word `start` (0 if out of range).
+/// Returns the word and the mask of the bits cleared (never empty), or
+/// `None` if every word read was empty. The caller now holds those slots'
+/// bits: it claims each slot's state word when it uses it (a claim may
+/// still be refused: a repair can re-set the bit of a slot the caller
+/// holds, and someone else may claim it first), and puts back the bits of
+/// those it does not use.
+#[inline]
+pub(crate) fn take_many<A: AtomicWord<Value = u64>>(
+    words: &[A],
+    start: usize,
+    max: u32,
+) -> Option<(usize, u64)> {
     let n = words.len();
     let mut next = if start < n { start } else { 0 };
     for _ in 0..n {
@@ -61,19 +81,43 @@ pub(crate) fn take<A: AtomicWord<Value = u64>>(
         // carries the real synchronisation; this keeps the hint coherent.)
         let mut bits = words[w].load(Ordering::Acquire);
         while bits != 0 {
-            let b = bits.trailing_zeros() as usize;
+            let mask = lowest_bits(bits, max);
             match words[w].compare_exchange_weak(
                 bits,
-                bits & !(1u64 << b),
+                bits & !mask,
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some((w, w * WORD_BITS + b)),
+                Ok(_) => return Some((w, mask)),
                 Err(now) => bits = now,
             }
         }
     }
     None
+}
+
+/// The lowest `max` (at least 1) set bits of `bits`.
+#[inline]
+fn lowest_bits(mut bits: u64, max: u32) -> u64 {
+    let mut mask = 0;
+    for _ in 0..max.max(1) {
+        if bits == 0 {
+            break;
+        }
+        let low = bits & bits.wrapping_neg();
+        mask |= low;
+        bits &= !low;
+    }
+    mask
+}
+
+/// Sets the bits of `mask` in word `w` (slots whose bits a caller of
+/// [`take_many`] held and did not use; their states must say free, or be
+/// claimed by someone a repair let in).
+#[inline]
+pub(crate) fn put_many<A: AtomicWord<Value = u64>>(words: &[A], w: usize, mask: u64) {
+    // Release: pairs with the Acquire in `take_many`.
+    words[w].fetch_or(mask, Ordering::Release);
 }
 
 /// Sets the bit of slot `index` (the slot's state must already say free).

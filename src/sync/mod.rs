@@ -8,6 +8,7 @@
 //! model checker explores.
 
 pub(crate) mod freebits;
+pub(crate) mod hint;
 pub(crate) mod slotstate;
 pub(crate) mod wait;
 
@@ -35,6 +36,9 @@ pub(crate) trait AtomicWord {
     ) -> Result<Self::Value, Self::Value>;
     fn fetch_or(&self, value: Self::Value, order: Ordering) -> Self::Value;
     fn fetch_and(&self, value: Self::Value, order: Ordering) -> Self::Value;
+    /// Pushes the word's cache line towards the shared cache for another
+    /// core to read (a hint; see [`hint::demote`]).
+    fn demote(&self);
 }
 
 macro_rules! atomic_word {
@@ -76,6 +80,10 @@ macro_rules! atomic_word {
             #[inline]
             fn fetch_and(&self, value: $v, order: Ordering) -> $v {
                 <$atomic>::fetch_and(self, value, order)
+            }
+            #[inline]
+            fn demote(&self) {
+                hint::demote((self as *const $atomic).cast());
             }
         }
     };
