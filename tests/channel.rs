@@ -421,6 +421,75 @@ fn disconnection_both_ways() {
     ));
 }
 
+/// A sender claims its next loan's slot after each send: the next loan of
+/// that size class uses it, a loan of another class gives it back, and so
+/// does dropping the sender. Multi-sender channels keep none in a class
+/// too small to share.
+#[test]
+fn a_senders_spare_slot_serves_its_next_loan_and_goes_back() {
+    if in_child() {
+        return;
+    }
+    // 16 slots of 4 KiB and 2 of 64 KiB (from `max_msg`).
+    let n = name("spare");
+    let uri = format!("ipc://{n}?capacity=8&slab=64KiB&max_msg=65536&pattern=spsc");
+    let tx = Sender::connect(&uri).unwrap();
+    let rx = Receiver::connect(&uri).unwrap();
+    let seg = psyne::Segment::open(&n).unwrap();
+    assert_eq!(tx.spare_slots(), 0);
+    tx.send_copy(&Shape::vector(4), &[1u32, 2, 3, 4]).unwrap();
+    assert_eq!(tx.spare_slots(), 1);
+    assert_eq!(seg.slab().used_slots(), 2, "the message and the spare");
+    let m = rx.recv().unwrap();
+    assert_eq!(m.tensor::<u32>().unwrap().as_slice(), &[1, 2, 3, 4]);
+    drop(m);
+    assert_eq!(seg.slab().used_slots(), 1);
+    // The next loan of that class is the spare: nothing new is claimed
+    // until it is sent.
+    let mut loan = tx.loan::<u32>(&Shape::vector(2)).unwrap();
+    assert_eq!(tx.spare_slots(), 0);
+    assert_eq!(seg.slab().used_slots(), 1);
+    loan.tensor_mut::<u32>()
+        .unwrap()
+        .copy_from_slice(&[5, 6])
+        .unwrap();
+    loan.send().unwrap();
+    assert_eq!(seg.slab().used_slots(), 2);
+    // A fresh header: the spare carries nothing of its previous message.
+    let m = rx.recv().unwrap();
+    assert_eq!(m.tensor::<u32>().unwrap().as_slice(), &[5, 6]);
+    drop(m);
+    // A loan of another class: the spare goes back first.
+    let big = tx.loan_bytes(40_000).unwrap();
+    assert_eq!(tx.spare_slots(), 0);
+    assert_eq!(seg.slab().used_slots(), 1, "only the loan");
+    big.send().unwrap();
+    drop(rx.recv().unwrap());
+    assert_eq!(seg.slab().used_slots(), tx.spare_slots());
+    drop(tx);
+    assert_eq!(seg.slab().used_slots(), 0, "the spare went back with it");
+    drop(rx);
+
+    // mpmc: a class of fewer than 16 slots is shared, no spare there; one
+    // of 16 has one.
+    let n = name("spare-mpmc");
+    let uri = format!("ipc://{n}?capacity=8&slab=64KiB&max_msg=65536&pattern=mpmc");
+    let tx = Sender::connect(&uri).unwrap();
+    let rx = Receiver::connect(&uri).unwrap();
+    let seg = psyne::Segment::open(&n).unwrap();
+    let stats = seg.slab().stats();
+    assert_eq!((stats[0].slots, stats[1].slots), (16, 2), "{stats:?}");
+    tx.loan_bytes(40_000).unwrap().send().unwrap();
+    assert_eq!(tx.spare_slots(), 0);
+    drop(rx.recv().unwrap());
+    assert_eq!(seg.slab().used_slots(), 0);
+    tx.send_copy(&Shape::vector(1), &[9u8]).unwrap();
+    assert_eq!(tx.spare_slots(), 1);
+    drop(rx.recv().unwrap());
+    drop(tx);
+    assert_eq!(seg.slab().used_slots(), 0);
+}
+
 #[test]
 fn endpoints_and_parameters_are_checked() {
     if in_child() {
@@ -789,7 +858,7 @@ fn a_consumer_killed_holding_views_is_reaped() {
     let mut out = BufReader::new(hoarder.stdout.take().unwrap());
     send_n(&tx, 10, 100);
     wait_for(&mut out, "holding");
-    assert_eq!(seg.slab().used_slots(), 10);
+    assert_eq!(seg.slab().used_slots(), 10 + tx.spare_slots());
     kill9(&mut hoarder);
     // A new consumer joins (reaping the dead one: its views come back) and
     // gets everything sent from now on; nothing sent before was unreceived.
@@ -797,7 +866,7 @@ fn a_consumer_killed_holding_views_is_reaped() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         seg.slab().used_slots(),
-        0,
+        tx.spare_slots(),
         "the dead consumer's slots were freed"
     );
     for m in 10..100u64 {
@@ -961,7 +1030,7 @@ fn consumer_killed_mid_receive(pattern: &str) {
             tx.send_copy(&Shape::vector(1), &[i]).unwrap();
         }
         wait_for(&mut out, "parked");
-        assert_eq!(seg.slab().used_slots(), 4);
+        assert_eq!(seg.slab().used_slots(), 4 + tx.spare_slots());
         kill9(&mut kid);
         let rx = Receiver::connect(&uri).unwrap();
         for i in 1..4u32 {
@@ -969,10 +1038,12 @@ fn consumer_killed_mid_receive(pattern: &str) {
             assert_eq!(m.tensor::<u32>().unwrap()[0], i, "{pattern}");
         }
         assert!(matches!(rx.try_recv(), Ok(None)));
+        // The sender's spare slot goes back with it.
+        drop(tx);
     } else {
         tx.send_copy(&Shape::vector(1), &[0u32]).unwrap();
         wait_for(&mut out, "parked");
-        assert_eq!(seg.slab().used_slots(), 1);
+        assert_eq!(seg.slab().used_slots(), 1 + tx.spare_slots());
         let rx = Receiver::connect(&uri).unwrap();
         // More than the ring holds: the producer wraps onto the position
         // the dead consumer holds, and waits until it is reaped.
@@ -1053,7 +1124,7 @@ fn a_killed_subscribers_views_and_unread_messages_are_released() {
     let survivor = reader.join().unwrap();
     assert_eq!(
         seg.slab().used_slots(),
-        0,
+        tx.spare_slots(),
         "the dead subscriber's views and unread messages were released"
     );
     // The dead subscriber's record is free again: 63 subscribers fit (the
@@ -1308,7 +1379,7 @@ fn consumer_killed_after_claim(pattern: &str, producer_reaps: bool) {
     let (mut kid, mut out) = parked_child("park-receiver", &uri, "recv-claimed", "ready");
     tx.send_copy(&Shape::vector(1), &[7u32]).unwrap();
     wait_for(&mut out, "parked");
-    assert_eq!(seg.slab().used_slots(), 1);
+    assert_eq!(seg.slab().used_slots(), 1 + tx.spare_slots());
     kill9(&mut kid);
     if producer_reaps {
         // A second producer's connect reaps the dead consumer.
@@ -1385,5 +1456,7 @@ fn a_waiting_consumer_receives_what_a_killed_one_claimed() {
     tx.send_copy(&Shape::vector(1), &[8u32]).unwrap();
     assert_eq!(rx.recv().unwrap().tensor::<u32>().unwrap()[0], 8);
     assert!(matches!(rx.try_recv(), Ok(None)));
+    assert_eq!(seg.slab().used_slots(), tx.spare_slots());
+    drop(tx);
     assert_eq!(seg.slab().used_slots(), 0);
 }

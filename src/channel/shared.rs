@@ -54,6 +54,7 @@
 //! they are done, so a replacement never redoes them after a live endpoint
 //! (say, a new single consumer) has taken over.
 
+use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -415,7 +416,27 @@ pub(crate) struct Shared {
     subscribers_at: usize,
     holders_at: usize,
     participants_at: usize,
+    /// The ring's words, looked up (and bounds-checked) once: every send
+    /// and receive uses them.
+    ring_words: RingWords,
 }
+
+/// Pointers to a ring's `tail`, `head` and cells in the control mapping,
+/// which `Shared::seg` keeps mapped for as long as they live.
+struct RingWords {
+    tail: NonNull<AtomicU64>,
+    head: NonNull<AtomicU64>,
+    cells: NonNull<AtomicU64>,
+    /// Words in `cells`.
+    cells_len: usize,
+}
+
+// SAFETY: the pointers name atomics in a shared mapping (accessed only
+// atomically, from any thread or process); `Shared` owns the segment that
+// keeps it mapped.
+unsafe impl Send for RingWords {}
+// SAFETY: as for `Send`: shared access to atomics is what they are for.
+unsafe impl Sync for RingWords {}
 
 /// Which side an endpoint is on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -549,7 +570,21 @@ impl Shared {
     }
 
     fn new(seg: Segment, config: Config, area: usize, ring: u8) -> Shared {
+        let n = config.capacity as usize * config.cell_words();
+        let control = seg.control();
+        // SAFETY: atomics, valid for any bits; `at` and `slice_at` check
+        // the bounds (the area's size was checked at format/attach).
+        let ring_words = unsafe {
+            let cells: &[AtomicU64] = control.slice_at(area + CELLS, n);
+            RingWords {
+                tail: NonNull::from(control.at::<AtomicU64>(area + TAIL)),
+                head: NonNull::from(control.at::<AtomicU64>(area + HEAD)),
+                cells: NonNull::from(cells).cast(),
+                cells_len: n,
+            }
+        };
         Shared {
+            ring_words,
             subscribers_at: area + config.subscribers_offset(),
             holders_at: area + config.holders_offset(),
             participants_at: area + config.participants_offset(),
@@ -591,22 +626,34 @@ impl Shared {
     }
 
     fn cells(&self) -> &[AtomicU64] {
-        let n = self.config.capacity as usize * self.config.cell_words();
-        // SAFETY: atomics, valid for any bits; in bounds (area size checked).
-        unsafe { self.seg.control().slice_at(self.area + CELLS, n) }
+        let w = &self.ring_words;
+        // SAFETY: `w.cells_len` atomics from `w.cells`, checked in bounds
+        // when `Shared::new` looked them up; `self.seg` keeps them mapped
+        // for the borrow of `self`.
+        unsafe { std::slice::from_raw_parts(w.cells.as_ptr(), w.cells_len) }
+    }
+
+    fn tail_word(&self) -> &AtomicU64 {
+        // SAFETY: as in `cells`.
+        unsafe { self.ring_words.tail.as_ref() }
+    }
+
+    fn head_word(&self) -> &AtomicU64 {
+        // SAFETY: as in `cells`.
+        unsafe { self.ring_words.head.as_ref() }
     }
 
     fn spsc(&self) -> Spsc<'_, AtomicU64> {
         Spsc {
-            tail: self.word(TAIL),
-            head: self.word(HEAD),
+            tail: self.tail_word(),
+            head: self.head_word(),
             cells: self.cells(),
         }
     }
 
     fn broadcast(&self) -> Broadcast<'_, AtomicU64> {
         Broadcast {
-            tail: self.word(TAIL),
+            tail: self.tail_word(),
             cells: self.cells(),
         }
     }
@@ -614,8 +661,8 @@ impl Shared {
     fn mpmc(&self) -> Mpmc<'_, AtomicU64> {
         let p = self.config.pattern;
         Mpmc {
-            tail: self.word(TAIL),
-            head: self.word(HEAD),
+            tail: self.tail_word(),
+            head: self.head_word(),
             cells: self.cells(),
             single_producer: matches!(p, Pattern::Spsc | Pattern::Spmc),
             // With drop_oldest a producer may pop too.

@@ -17,6 +17,7 @@
 //! be a GPU storage-buffer binding offset; slots of a page or more are
 //! page-aligned.
 
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,7 +83,7 @@ struct ClassDesc {
 
 /// The mutable second half of a class record (its own cache line).
 #[repr(C)]
-struct ClassHot {
+pub(crate) struct ClassHot {
     /// A bitmap word likely to have free slots (a hint; any value is safe).
     cursor: AtomicU64,
     failures: AtomicU64,
@@ -299,13 +300,21 @@ pub(crate) struct Class {
     pub(crate) slot_count: u32,
     /// Offset of slot 0's payload in the data mapping.
     pub(crate) data_offset: u64,
-    /// Offset of slot 0's header in the control mapping.
-    headers_offset: usize,
-    /// Offset of the class's hot line in the control mapping.
-    pub(crate) hot_offset: usize,
-    /// Offset of the class's free bitmap in the control mapping.
-    pub(crate) free_offset: usize,
+    /// Slot 0's header, the class's hot line and its free bitmap in the
+    /// control mapping, looked up and bounds-checked once (`SlabInner::mem`
+    /// keeps them mapped): every allocation, send and receive uses them.
+    headers: NonNull<u8>,
+    hot: NonNull<ClassHot>,
+    free: NonNull<AtomicU64>,
 }
+
+// SAFETY: the pointers name a class's slot headers, hot line and bitmap in
+// a shared mapping, accessed only atomically (or, for a tensor header, by
+// the slot's holder under the slot-state protocol) from any thread; the
+// `SlabInner` that owns the class owns the mapping too.
+unsafe impl Send for Class {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Class {}
 
 /// Usage of one size class.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -583,13 +592,29 @@ impl Slab {
         let classes = descs
             .iter()
             .enumerate()
-            .map(|(i, d)| Class {
-                slot_size: d.slot_size,
-                slot_count: d.slot_count,
-                data_offset: d.data_offset,
-                headers_offset: area + d.headers_offset as usize,
-                hot_offset: area + META_SIZE + i * CLASS_SIZE + 64,
-                free_offset: area + d.free_offset as usize,
+            .map(|(i, d)| {
+                let headers_offset = area + d.headers_offset as usize;
+                let hot_offset = area + META_SIZE + i * CLASS_SIZE + 64;
+                let free_offset = area + d.free_offset as usize;
+                let control = &mem.control;
+                // Bounds-checked here, for every later access: the last
+                // slot header, the hot line and the whole bitmap.
+                let last = headers_offset + (d.slot_count as usize - 1) * SLOT_HEADER_SIZE;
+                control.ptr::<[u8; SLOT_HEADER_SIZE]>(last);
+                let words = freebits::words_for(d.slot_count);
+                // SAFETY: atomics, valid for any bits; `slice_at` checks
+                // the range.
+                let free: &[AtomicU64] = unsafe { control.slice_at(free_offset, words) };
+                Class {
+                    slot_size: d.slot_size,
+                    slot_count: d.slot_count,
+                    data_offset: d.data_offset,
+                    headers: NonNull::new(control.ptr::<u8>(headers_offset))
+                        .expect("inside a mapping"),
+                    hot: NonNull::new(control.ptr::<ClassHot>(hot_offset))
+                        .expect("inside a mapping"),
+                    free: NonNull::from(free).cast(),
+                }
             })
             .collect();
         Slab {
@@ -603,42 +628,38 @@ impl Slab {
         }
     }
 
-    fn hot(&self, c: &Class) -> &ClassHot {
+    pub(crate) fn hot(&self, c: &Class) -> &ClassHot {
         // SAFETY: ClassHot is atomics (and padding never read); valid for any
-        // bits, changed only atomically. The offset was validated in attach.
-        unsafe { self.inner.mem.control.at(c.hot_offset) }
+        // bits, changed only atomically; `from_descs` checked the pointer in
+        // bounds, and `self.inner.mem` keeps it mapped.
+        unsafe { c.hot.as_ref() }
     }
 
     /// The class's free bitmap.
     pub(crate) fn bits(&self, c: &Class) -> &[AtomicU64] {
         // SAFETY: atomics, valid for any bits and only changed atomically;
-        // the range was validated in attach (or laid out by format).
-        unsafe {
-            self.inner
-                .mem
-                .control
-                .slice_at(c.free_offset, freebits::words_for(c.slot_count))
-        }
+        // `from_descs` checked the range in bounds (`self.inner.mem` keeps
+        // it mapped).
+        unsafe { std::slice::from_raw_parts(c.free.as_ptr(), freebits::words_for(c.slot_count)) }
     }
 
     pub(crate) fn slot_atomics(&self, c: &Class, index: u32) -> &SlotAtomics {
         assert!(index < c.slot_count, "psyne bug: slot index out of range");
         // SAFETY: SlotAtomics is four atomics, valid for any bits and only
-        // changed atomically; the offset is within the validated header table.
+        // changed atomically; slot `index`'s header lies inside the header
+        // table `from_descs` checked in bounds (index < slot_count), and a
+        // header is 128-byte aligned.
         unsafe {
-            self.inner
-                .mem
-                .control
-                .at(c.headers_offset + index as usize * SLOT_HEADER_SIZE)
+            &*(c.headers.as_ptr().add(index as usize * SLOT_HEADER_SIZE) as *const SlotAtomics)
         }
     }
 
     pub(crate) fn tensor_header_ptr(&self, c: &Class, index: u32) -> *mut TensorHeader {
         assert!(index < c.slot_count, "psyne bug: slot index out of range");
-        let off = c.headers_offset
-            + index as usize * SLOT_HEADER_SIZE
-            + std::mem::size_of::<SlotAtomics>();
-        self.inner.mem.control.ptr(off)
+        let off = index as usize * SLOT_HEADER_SIZE + std::mem::size_of::<SlotAtomics>();
+        // In bounds (as in `slot_atomics`), so the pointer stays inside the
+        // mapping.
+        c.headers.as_ptr().wrapping_add(off) as *mut TensorHeader
     }
 
     pub(crate) fn class(&self, class: u8) -> &Class {
@@ -672,6 +693,43 @@ impl Slab {
         self.alloc_with(nbytes, Some(cache))
     }
 
+    /// A slot for a sender's next loan, claimed ahead of time (after a
+    /// send, while the sender would otherwise wait): from the class that
+    /// [`Slab::alloc`] would choose for `nbytes` first, through `cache`.
+    /// `sole`: the caller is the only allocator of this slab (the one
+    /// sender of an spsc, spmc or broadcast channel), so a slot it claims
+    /// ahead can starve nobody but itself; otherwise only classes large
+    /// enough to cache take part (one claimed slot per sender must not
+    /// starve the others). `None` if the class has no free slot now.
+    pub(crate) fn alloc_ahead(
+        &self,
+        nbytes: u64,
+        cache: &mut SlotCache,
+        sole: bool,
+    ) -> Option<SlotMut> {
+        let first = self.first_class(nbytes)?;
+        let count = self.inner.classes[first].slot_count;
+        let enough = if sole {
+            count >= 2
+        } else {
+            cache_take(count) > 1
+        };
+        if !enough || !self.writable() {
+            return None;
+        }
+        self.alloc_from(first, Some(first), nbytes, Some(cache))
+            .ok()
+            .flatten()
+    }
+
+    /// The class [`Slab::alloc`] tries first for `nbytes`.
+    pub(crate) fn first_class(&self, nbytes: u64) -> Option<usize> {
+        self.inner
+            .classes
+            .iter()
+            .position(|c| c.slot_size >= nbytes)
+    }
+
     /// Gives the bits `cache` holds back to the bitmaps.
     pub(crate) fn put_back(&self, cache: &mut SlotCache) {
         for (ci, c) in self.inner.classes.iter().enumerate() {
@@ -686,16 +744,11 @@ impl Slab {
         if !self.writable() {
             return Err(Error::ReadOnly);
         }
-        let first = self
-            .inner
-            .classes
-            .iter()
-            .position(|c| c.slot_size >= nbytes)
-            .ok_or(Error::TooLarge {
-                requested: nbytes,
-                max: self.max_slot_size(),
-            })?;
-        if let Some(slot) = self.alloc_from(first, nbytes, cache.as_deref_mut())? {
+        let first = self.first_class(nbytes).ok_or(Error::TooLarge {
+            requested: nbytes,
+            max: self.max_slot_size(),
+        })?;
+        if let Some(slot) = self.alloc_from(first, None, nbytes, cache.as_deref_mut())? {
             return Ok(slot);
         }
         // Full. A process killed between the two steps of an allocation or
@@ -703,23 +756,25 @@ impl Slab {
         // does a cache of another process): look for such slots (at most
         // every REPAIR_INTERVAL in this process) before giving up.
         if self.repair_due() && self.repair() > 0 {
-            if let Some(slot) = self.alloc_from(first, nbytes, cache)? {
+            if let Some(slot) = self.alloc_from(first, None, nbytes, cache)? {
                 return Ok(slot);
             }
         }
         Err(Error::SlabFull { requested: nbytes })
     }
 
-    /// One pass over the classes from `first` on: a slot, or `None` if
-    /// every one of them looked full.
+    /// One pass over the classes from `first` on (up to `last`, or all):
+    /// a slot, or `None` if every one of them looked full.
     fn alloc_from(
         &self,
         first: usize,
+        last: Option<usize>,
         nbytes: u64,
         mut cache: Option<&mut SlotCache>,
     ) -> Result<Option<SlotMut>> {
         let pid = self.inner.pid;
-        for ci in first..self.inner.classes.len() {
+        let end = last.map_or(self.inner.classes.len(), |l| l + 1);
+        for ci in first..end {
             let c = &self.inner.classes[ci];
             if c.slot_size < nbytes {
                 continue; // unreachable for validated (sorted) classes
@@ -749,6 +804,9 @@ impl Slab {
                         if word != start {
                             hot.cursor.store(word as u64, Ordering::Relaxed);
                         }
+                        // A consumer sets a bit of this word next, when it
+                        // frees a slot (see `sync::hint`).
+                        hint::demote((&bits[word] as *const AtomicU64).cast());
                         let b = mask.trailing_zeros() as usize;
                         mask &= mask - 1;
                         if let Some(h) = held.as_deref_mut() {

@@ -437,17 +437,25 @@ impl SlotMut {
 
     /// Sets the user type tag.
     pub fn set_type_tag(&mut self, tag: u32) {
-        self.update_header(|h| h.type_tag = tag);
+        let p = self.r.header_ptr();
+        // SAFETY: we own the slot exclusively (&mut self); nobody reads its
+        // header until a handle is published. One field, written alone (the
+        // whole header spans two cache lines).
+        unsafe { std::ptr::addr_of_mut!((*p).type_tag).write(tag) };
     }
 
     /// Sets the sequence number.
     pub fn set_seq(&mut self, seq: u64) {
-        self.update_header(|h| h.seq = seq);
+        let p = self.r.header_ptr();
+        // SAFETY: as in `set_type_tag`.
+        unsafe { std::ptr::addr_of_mut!((*p).seq).write(seq) };
     }
 
     /// Sets the timestamp (nanoseconds).
     pub fn set_timestamp_ns(&mut self, ns: u64) {
-        self.update_header(|h| h.timestamp_ns = ns);
+        let p = self.r.header_ptr();
+        // SAFETY: as in `set_type_tag`.
+        unsafe { std::ptr::addr_of_mut!((*p).timestamp_ns).write(ns) };
     }
 
     /// The handle naming this slot (the reference stays with `self`).
@@ -478,6 +486,16 @@ impl SlotMut {
         self.armed = false;
         let r = &self.r;
         Slot::new(r.slab.clone(), r.class, r.index, r.generation)
+    }
+
+    /// Makes a slot claimed ahead of time a fresh loan of `nbytes` untyped
+    /// bytes (what [`Slab::alloc`] would have written).
+    pub(crate) fn reset(&mut self, nbytes: u64) {
+        debug_assert!(nbytes <= self.capacity());
+        let p = self.r.header_ptr();
+        // SAFETY: we own the slot exclusively (&mut self); nobody reads its
+        // header until a handle is published.
+        unsafe { p.write(TensorHeader::raw(nbytes)) };
     }
 
     /// Publishes the slot as a pending handle while keeping the `SlotMut`

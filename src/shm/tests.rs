@@ -461,7 +461,11 @@ fn the_worked_example_of_the_layout_doc_holds() {
     assert_eq!(cfg.data_bytes().unwrap(), 393216);
     let seg = Segment::anonymous(&cfg).unwrap();
     let slab = seg.slab();
-    let area = slab.class(0).hot_offset - 64 - 128; // the slab area's start
-    assert_eq!(slab.class(0).free_offset - area, 4992);
-    assert_eq!(slab.class(1).free_offset - area, 5120);
+    let at = |p: *const u8| p as usize - seg.control().base() as usize;
+    let hot = |c: u8| at((slab.hot(slab.class(c)) as *const super::slab::ClassHot).cast());
+    let bits = |c: u8| at(slab.bits(slab.class(c)).as_ptr().cast());
+    let area = hot(0) - 64 - 128; // the slab area's start
+    assert_eq!(hot(1) - area, 128 + 128 + 64); // meta, class 0, descriptor
+    assert_eq!(bits(0) - area, 4992);
+    assert_eq!(bits(1) - area, 5120);
 }
