@@ -421,6 +421,52 @@ fn disconnection_both_ways() {
     ));
 }
 
+/// Both ends move to other threads (checked when the tests compile).
+const _: fn() = || {
+    fn is_send<T: Send>() {}
+    is_send::<Sender>();
+    is_send::<Receiver>();
+};
+
+/// Attaching with a parameter that contradicts the creator's is refused,
+/// naming the parameter and both values; repeating the creator's values,
+/// or leaving them out, attaches.
+#[test]
+fn every_conflicting_parameter_is_named() {
+    if in_child() {
+        return;
+    }
+    let n = name("conflict");
+    let full = "capacity=8&pattern=mpmc&policy=fail&slab=1MiB&max_msg=4096&timeout_ms=50";
+    let tx = Sender::connect(&format!("ipc://{n}?{full}")).unwrap();
+    for (param, value, asked, existing) in [
+        ("capacity", "16", "16", "8"),
+        ("pattern", "spsc", "spsc", "mpmc"),
+        ("policy", "block", "block", "fail"),
+        ("slab", "2MiB", "2097152", "1048576"),
+        ("max_msg", "8192", "8192", "4096"),
+        ("timeout_ms", "60", "60", "50"),
+    ] {
+        match Receiver::connect(&format!("ipc://{n}?{param}={value}")) {
+            Err(Error::ParamConflict {
+                param: p,
+                requested,
+                existing: e,
+                ..
+            }) => {
+                assert_eq!(p, param);
+                assert_eq!(requested, asked, "{param}");
+                assert_eq!(e, existing, "{param}");
+            }
+            other => panic!("{param}={value}: {other:?}"),
+        }
+    }
+    let same = Receiver::connect(&format!("ipc://{n}?{full}")).unwrap();
+    let bare = Receiver::connect(&format!("ipc://{n}")).unwrap();
+    assert_eq!(same.config(), bare.config());
+    drop((tx, same, bare));
+}
+
 /// A sender claims its next loan's slot after each send: the next loan of
 /// that size class uses it, a loan of another class gives it back, and so
 /// does dropping the sender. Multi-sender channels keep none in a class
