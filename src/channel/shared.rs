@@ -620,11 +620,6 @@ impl Shared {
         self.event(1)
     }
 
-    fn word(&self, at: usize) -> &AtomicU64 {
-        // SAFETY: an atomic, valid for any bits; in bounds.
-        unsafe { self.seg.control().at(self.area + at) }
-    }
-
     fn cells(&self) -> &[AtomicU64] {
         let w = &self.ring_words;
         // SAFETY: `w.cells_len` atomics from `w.cells`, checked in bounds
@@ -1298,8 +1293,8 @@ impl Shared {
         }
         // Queue rings: the indices count for us (no counter on the hot
         // path); messages dropped by drop_oldest left through `head` too.
-        let tail = self.word(TAIL).load(Ordering::Acquire);
-        let head = self.word(HEAD).load(Ordering::Acquire);
+        let tail = self.tail_word().load(Ordering::Acquire);
+        let head = self.head_word().load(Ordering::Acquire);
         (tail, head.saturating_sub(dropped), dropped)
     }
 
@@ -1553,7 +1548,7 @@ impl Shared {
             .map_or(tail, |s| s.min(tail))
             .max(if publisher.is_some() { at_least } else { 0 })
             .min(tail);
-        let released = self.word(HEAD);
+        let released = self.head_word();
         let mut r = released.load(Ordering::Acquire);
         while r < upto {
             // The message, read before the position is claimed: the

@@ -597,8 +597,9 @@ impl Slab {
                 let hot_offset = area + META_SIZE + i * CLASS_SIZE + 64;
                 let free_offset = area + d.free_offset as usize;
                 let control = &mem.control;
-                // Bounds-checked here, for every later access: the last
-                // slot header, the hot line and the whole bitmap.
+                // Bounds- and alignment-checked here, for every later
+                // access: the first and last slot headers, the hot line and
+                // the whole bitmap.
                 let last = headers_offset + (d.slot_count as usize - 1) * SLOT_HEADER_SIZE;
                 control.ptr::<[u8; SLOT_HEADER_SIZE]>(last);
                 let words = freebits::words_for(d.slot_count);
@@ -609,7 +610,7 @@ impl Slab {
                     slot_size: d.slot_size,
                     slot_count: d.slot_count,
                     data_offset: d.data_offset,
-                    headers: NonNull::new(control.ptr::<u8>(headers_offset))
+                    headers: NonNull::new(control.ptr::<SlotAtomics>(headers_offset).cast())
                         .expect("inside a mapping"),
                     hot: NonNull::new(control.ptr::<ClassHot>(hot_offset))
                         .expect("inside a mapping"),
@@ -645,13 +646,13 @@ impl Slab {
 
     pub(crate) fn slot_atomics(&self, c: &Class, index: u32) -> &SlotAtomics {
         assert!(index < c.slot_count, "psyne bug: slot index out of range");
-        // SAFETY: SlotAtomics is four atomics, valid for any bits and only
-        // changed atomically; slot `index`'s header lies inside the header
-        // table `from_descs` checked in bounds (index < slot_count), and a
-        // header is 128-byte aligned.
-        unsafe {
-            &*(c.headers.as_ptr().add(index as usize * SLOT_HEADER_SIZE) as *const SlotAtomics)
-        }
+        let p = c
+            .headers
+            .as_ptr()
+            .wrapping_add(index as usize * SLOT_HEADER_SIZE);
+        // SAFETY: atomics, valid for any bits; in the header table that
+        // `from_descs` checked (bounds and alignment), index < slot_count.
+        unsafe { &*(p as *const SlotAtomics) }
     }
 
     pub(crate) fn tensor_header_ptr(&self, c: &Class, index: u32) -> *mut TensorHeader {
