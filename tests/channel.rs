@@ -40,6 +40,7 @@ fn arm_from_env() {
         "recv-claimed" => Point::RecvClaimed,
         "join-counted" => Point::JoinCounted,
         "reap-uncounted" => Point::ReapUncounted,
+        "spsc-published" => Point::SpscPublished,
         p => panic!("unknown crash point {p}"),
     };
     hook::arm(point, park);
@@ -85,6 +86,48 @@ fn recv_n(rx: &Receiver, n: u64, len: usize) {
         assert!(
             t.iter().enumerate().all(|(i, &x)| x == value(m, i)),
             "message {m} corrupted"
+        );
+    }
+}
+
+/// Receives `[producer, seq]` messages until every sender has gone,
+/// checking that each producer's come in increasing order; returns them as
+/// `producer * per + seq`.
+fn receive_all(rx: &Receiver, producers: usize, per: u64) -> Vec<u64> {
+    let mut last = vec![None::<u64>; producers];
+    let mut got = Vec::new();
+    loop {
+        match rx.recv() {
+            Ok(m) => {
+                let t = m.tensor::<i64>().unwrap();
+                let (p, s) = (t[0] as usize, t[1] as u64);
+                assert!(p < producers && s < per, "foreign message {p}/{s}");
+                assert!(
+                    last[p].is_none_or(|l| l < s),
+                    "producer {p}: {s} after {:?}",
+                    last[p]
+                );
+                last[p] = Some(s);
+                got.push(p as u64 * per + s);
+            }
+            Err(Error::Disconnected("sender")) => return got,
+            Err(e) => panic!("receive failed: {e}"),
+        }
+    }
+}
+
+/// Every key in `0..total` was received exactly once over all consumers.
+fn exactly_once(what: &str, total: u64, lists: &[Vec<u64>]) {
+    let mut seen = vec![0u8; total as usize];
+    for &k in lists.iter().flatten() {
+        let c = &mut seen[k as usize];
+        *c = c.saturating_add(1);
+    }
+    if let Some(k) = seen.iter().position(|&c| c != 1) {
+        panic!(
+            "{what}: message {k} arrived {} times ({} messages in all)",
+            seen[k],
+            lists.iter().map(Vec::len).sum::<usize>()
         );
     }
 }
@@ -152,26 +195,22 @@ fn child_entry() {
             }
         }
         "mpmc-consumer" => {
-            // Checks the order per producer; reports, per producer, how
-            // many messages came and the sum and sum of squares of their
-            // sequence numbers (the parent checks exactly-once with them).
+            // Checks the order per producer and writes every (producer,
+            // sequence) it got, as `producer * per + seq` in 8 little-endian
+            // bytes, to `PSYNE_TEST_OUT`: the parent checks that each
+            // message arrived exactly once over all consumers.
+            let producers: usize = std::env::var("PSYNE_TEST_PRODUCERS")
+                .unwrap()
+                .parse()
+                .unwrap();
+            let per: u64 = std::env::var("PSYNE_TEST_COUNT").unwrap().parse().unwrap();
+            let out = std::env::var("PSYNE_TEST_OUT").unwrap();
             let rx = Receiver::connect(&uri).unwrap();
             println!("ready");
-            let mut last = [-1i64; 2];
-            let mut stats = [(0u64, 0u128, 0u128); 2];
-            for m in rx.iter() {
-                let t = m.tensor::<i64>().unwrap();
-                let (p, s) = (t[0] as usize, t[1]);
-                assert!(s > last[p], "producer {p}: {s} after {}", last[p]);
-                last[p] = s;
-                let st = &mut stats[p];
-                st.0 += 1;
-                st.1 += s as u128;
-                st.2 += (s as u128) * (s as u128);
-            }
-            for (p, (n, sum, squares)) in stats.iter().enumerate() {
-                println!("got {p} {n} {sum} {squares}");
-            }
+            let got = receive_all(&rx, producers, per);
+            let bytes: Vec<u8> = got.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(&out, bytes).unwrap();
+            println!("received {}", got.len());
         }
         "hoard-all" => {
             // Takes 16 messages (every slot of a 64 KiB slab), keeps them.
@@ -272,17 +311,31 @@ fn ipc_messages_sent_before_the_consumer_exists_are_kept() {
     assert!(matches!(rx.try_recv(), Err(Error::Disconnected("sender"))));
 }
 
-#[test]
-fn mpmc_four_producers_four_consumers_every_message_once() {
-    if in_child() {
-        return;
-    }
-    let uri = format!("memory://{}?capacity=64&pattern=mpmc", name("mpmc"));
-    let per = 250_000u64;
-    let producers: Vec<_> = (0..4u64)
-        .map(|p| {
-            let uri = uri.clone();
-            let tx = Sender::connect(&uri).unwrap();
+/// `producers` threads send `per` messages `[producer, seq]` each over a
+/// memory:// channel of `pattern` to `consumers` threads. Queue patterns:
+/// every message arrives exactly once over all consumers, in order per
+/// producer. Broadcast: every subscriber gets every message, in order.
+fn across_threads(pattern: &str, producers: usize, consumers: usize, per: u64) {
+    let uri = format!(
+        "memory://{}?capacity=64&pattern={pattern}",
+        name(&format!("t{pattern}"))
+    );
+    // Everybody joins first, so that no receiver is disconnected before a
+    // producer arrives and every subscriber sees the first message.
+    let rxs: Vec<_> = (0..consumers)
+        .map(|_| Receiver::connect(&uri).unwrap())
+        .collect();
+    let txs: Vec<_> = (0..producers)
+        .map(|_| Sender::connect(&uri).unwrap())
+        .collect();
+    let consumers: Vec<_> = rxs
+        .into_iter()
+        .map(|rx| std::thread::spawn(move || receive_all(&rx, producers, per)))
+        .collect();
+    let producers_done: Vec<_> = txs
+        .into_iter()
+        .enumerate()
+        .map(|(p, tx)| {
             std::thread::spawn(move || {
                 for s in 0..per {
                     tx.send_copy(&Shape::vector(2), &[p as i64, s as i64])
@@ -291,41 +344,57 @@ fn mpmc_four_producers_four_consumers_every_message_once() {
             })
         })
         .collect();
-    let consumers: Vec<_> = (0..4)
-        .map(|_| {
-            let rx = Receiver::connect(&uri).unwrap();
-            std::thread::spawn(move || {
-                let mut last = [None::<u64>; 4];
-                let mut got = Vec::new();
-                for slot in rx {
-                    let t = slot.tensor::<i64>().unwrap();
-                    let (p, s) = (t[0] as usize, t[1] as u64);
-                    assert!(last[p].is_none_or(|l| l < s), "producer {p} out of order");
-                    last[p] = Some(s);
-                    got.push(p as u64 * per + s);
-                }
-                got
-            })
-        })
-        .collect();
-    for p in producers {
+    for p in producers_done {
         p.join().unwrap();
     }
-    let mut all: Vec<u64> = consumers
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
-    all.sort_unstable();
-    assert_eq!(all, (0..4 * per).collect::<Vec<_>>());
+    let lists: Vec<_> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
+    let total = producers as u64 * per;
+    if pattern == "broadcast" {
+        for (i, l) in lists.iter().enumerate() {
+            exactly_once(&format!("subscriber {i}"), total, std::slice::from_ref(l));
+        }
+    } else {
+        exactly_once(pattern, total, &lists);
+    }
 }
 
+// 1e6 messages per pattern, the stress size (a few seconds in a
+// debug build on two cores).
+
 #[test]
-fn policies_when_full() {
+fn mpmc_four_producers_four_consumers_every_message_once() {
     if in_child() {
         return;
     }
+    across_threads("mpmc", 4, 4, 250_000);
+}
+
+#[test]
+fn mpsc_spmc_spsc_between_threads_every_message_once() {
+    if in_child() {
+        return;
+    }
+    across_threads("mpsc", 4, 1, 250_000);
+    across_threads("spmc", 1, 4, 1_000_000);
+    across_threads("spsc", 1, 1, 1_000_000);
+}
+
+#[test]
+fn broadcast_four_subscribers_get_every_message() {
+    if in_child() {
+        return;
+    }
+    across_threads("broadcast", 1, 4, 1_000_000);
+}
+
+/// A full ring under each policy, on a channel of `pattern`.
+fn policies_when_full(pattern: &str) {
     // fail: the loan comes back with its data.
-    let (tx, rx) = channel(&format!("memory://{}?capacity=2&policy=fail", name("fail"))).unwrap();
+    let (tx, rx) = channel(&format!(
+        "memory://{}?capacity=2&policy=fail&pattern={pattern}",
+        name("fail")
+    ))
+    .unwrap();
     tx.send_copy(&Shape::vector(1), &[1u32]).unwrap();
     tx.send_copy(&Shape::vector(1), &[2u32]).unwrap();
     let mut loan = tx.loan::<u32>(&Shape::vector(1)).unwrap();
@@ -342,7 +411,7 @@ fn policies_when_full() {
     // drop_oldest: the newest messages survive, the dropped are counted and
     // their slots freed.
     let (tx, rx) = channel(&format!(
-        "memory://{}?capacity=2&policy=drop_oldest",
+        "memory://{}?capacity=2&policy=drop_oldest&pattern={pattern}",
         name("drop")
     ))
     .unwrap();
@@ -354,8 +423,8 @@ fn policies_when_full() {
     assert_eq!(rx.counts(), (5, 2, 3));
 
     // block with a timeout: the send waits, then gives the loan back.
-    let (tx, _rx) = channel(&format!(
-        "memory://{}?capacity=2&timeout_ms=50",
+    let (tx, rx) = channel(&format!(
+        "memory://{}?capacity=2&timeout_ms=50&pattern={pattern}",
         name("block")
     ))
     .unwrap();
@@ -371,24 +440,37 @@ fn policies_when_full() {
         loan.send_timeout(Duration::from_millis(10)),
         Err(Error::Timeout(_))
     ));
-}
+    assert_eq!(rx.len(), 2, "nothing lost, nothing added");
 
-#[test]
-fn a_blocked_sender_wakes_when_space_frees() {
-    if in_child() {
-        return;
-    }
-    let (tx, rx) = channel(&format!("memory://{}?capacity=2", name("wake"))).unwrap();
+    // block without a timeout: a sender blocked on the full ring wakes
+    // when a receive frees space.
+    let (tx, rx) = channel(&format!(
+        "memory://{}?capacity=2&pattern={pattern}",
+        name("wake")
+    ))
+    .unwrap();
     let t = std::thread::spawn(move || {
         for i in 0..100u32 {
             tx.send_copy(&Shape::vector(1), &[i]).unwrap();
         }
     });
-    std::thread::sleep(Duration::from_millis(50)); // the sender is blocked by now
+    std::thread::sleep(Duration::from_millis(20)); // the sender is blocked by now
     for i in 0..100u32 {
         assert_eq!(rx.recv().unwrap().tensor::<u32>().unwrap()[0], i);
     }
     t.join().unwrap();
+}
+
+#[test]
+fn a_full_ring_under_each_policy_and_pattern() {
+    if in_child() {
+        return;
+    }
+    // spsc has a ring layout of its own (except under drop_oldest, where
+    // the producer must pop too); the others share the MPMC layout.
+    for pattern in ["spsc", "mpsc", "spmc", "mpmc"] {
+        policies_when_full(pattern);
+    }
 }
 
 #[test]
@@ -703,21 +785,29 @@ fn broadcast_to_subscriber_processes() {
 }
 
 /// `producers` producer processes send `per` messages each to `consumers`
-/// consumer processes over an ipc:// channel of `pattern`: every message
-/// arrives exactly once, in order per producer (checked in the consumers).
+/// consumer processes over an ipc:// channel of `pattern`. Each consumer
+/// checks the order per producer and writes what it got to a file; the
+/// parent checks that every message arrived exactly once over all
+/// consumers (broadcast: once at every subscriber).
 fn across_processes(pattern: &str, producers: usize, consumers: usize, per: u64) {
-    use std::io::{BufReader, Read};
-    let uri = format!(
-        "ipc://{}?capacity=32&slab=8MiB&pattern={pattern}",
-        name(&format!("x{pattern}"))
-    );
+    use std::io::BufReader;
+    let tag = name(&format!("x{pattern}"));
+    let uri = format!("ipc://{tag}?capacity=64&slab=8MiB&pattern={pattern}");
     // With several producer processes, the test holds a sender of its own so
     // that receivers are not disconnected between one producer leaving and
     // the next arriving.
     let keep = (producers > 1).then(|| Sender::connect(&uri).unwrap());
+    let files: Vec<_> = (0..consumers)
+        .map(|c| std::env::temp_dir().join(format!("psyne-test-{tag}-{c}.bin")))
+        .collect();
     let mut kids = Vec::new();
-    for _ in 0..consumers {
-        let mut kid = child("mpmc-consumer", &uri).spawn().unwrap();
+    for file in &files {
+        let mut kid = child("mpmc-consumer", &uri)
+            .env("PSYNE_TEST_PRODUCERS", producers.to_string())
+            .env("PSYNE_TEST_COUNT", per.to_string())
+            .env("PSYNE_TEST_OUT", file)
+            .spawn()
+            .unwrap();
         let mut out = BufReader::new(kid.stdout.take().unwrap());
         wait_for(&mut out, "ready");
         kids.push((kid, out));
@@ -735,32 +825,26 @@ fn across_processes(pattern: &str, producers: usize, consumers: usize, per: u64)
         assert!(p.wait().unwrap().success(), "a producer failed");
     }
     drop(keep);
-    let mut totals = vec![(0u64, 0u128, 0u128); producers];
-    for (mut kid, mut out) in kids {
-        let mut text = String::new();
-        out.read_to_string(&mut text).unwrap();
+    let mut lists = Vec::new();
+    for ((mut kid, mut out), file) in kids.into_iter().zip(&files) {
+        wait_for(&mut out, "received");
         assert!(kid.wait().unwrap().success(), "a consumer failed");
-        for line in text.lines().filter(|l| l.starts_with("got ")) {
-            let v: Vec<u128> = line[4..]
-                .split_whitespace()
-                .map(|x| x.parse().unwrap())
-                .collect();
-            if let Some(t) = totals.get_mut(v[0] as usize) {
-                t.0 += v[1] as u64;
-                t.1 += v[2];
-                t.2 += v[3];
-            }
-        }
-    }
-    // Exactly once: the count, the sum and the sum of squares of 0..per
-    // (a duplicate and a loss cannot leave all three unchanged).
-    let n = per as u128;
-    let want = (per, n * (n - 1) / 2, (n - 1) * n * (2 * n - 1) / 6);
-    for (p, t) in totals.iter().enumerate() {
-        assert_eq!(
-            *t, want,
-            "{pattern}: producer {p}: lost or duplicated messages"
+        let bytes = std::fs::read(file).unwrap();
+        let _ = std::fs::remove_file(file);
+        lists.push(
+            bytes
+                .chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+                .collect::<Vec<_>>(),
         );
+    }
+    let total = producers as u64 * per;
+    if pattern == "broadcast" {
+        for (i, l) in lists.iter().enumerate() {
+            exactly_once(&format!("subscriber {i}"), total, std::slice::from_ref(l));
+        }
+    } else {
+        exactly_once(pattern, total, &lists);
     }
 }
 
@@ -769,11 +853,13 @@ fn every_pattern_between_processes_every_message_once() {
     if in_child() {
         return;
     }
-    let per = 250_000;
-    across_processes("mpmc", 2, 2, per);
-    across_processes("mpsc", 2, 1, per);
-    across_processes("spmc", 1, 2, per);
-    across_processes("spsc", 1, 1, per);
+    // 1e6 messages per pattern, 4 producers and 4 consumers where the
+    // pattern allows.
+    across_processes("mpmc", 4, 4, 250_000);
+    across_processes("mpsc", 4, 1, 250_000);
+    across_processes("spmc", 1, 4, 1_000_000);
+    across_processes("spsc", 1, 1, 1_000_000);
+    across_processes("broadcast", 1, 4, 1_000_000);
 }
 
 /// A minimal executor: polls on the calling thread, parks between polls.
@@ -927,36 +1013,85 @@ fn a_consumer_killed_holding_views_is_reaped() {
     assert_eq!(seg.slab().used_slots(), 0);
 }
 
-#[test]
-fn a_producer_killed_holding_a_loan_is_reaped() {
-    if in_child() {
-        return;
-    }
+/// A producer process of a `pattern` channel sends 5 messages, then is
+/// killed holding a loan (and its spare slot): the 5 are received, the
+/// receiver learns the producer is gone instead of waiting for ever, the
+/// slots come back, and a new producer takes its place.
+fn producer_killed_holding_a_loan(pattern: &str) {
     use std::io::BufReader;
-    let n = name("kill-producer");
-    let uri = format!("ipc://{n}?capacity=64&slab=16MiB&pattern=spsc");
+    let n = name(&format!("kill-producer-{pattern}"));
+    let uri = format!("ipc://{n}?capacity=64&slab=16MiB&pattern={pattern}");
     let rx = Receiver::connect(&uri).unwrap();
     let seg = psyne::Segment::open(&n).unwrap();
     let mut loaner = child("loaner", &uri).spawn().unwrap();
     let mut out = BufReader::new(loaner.stdout.take().unwrap());
     wait_for(&mut out, "loaned");
+    assert!(seg.slab().used_slots() >= 6, "5 messages and a loan");
     kill9(&mut loaner);
     // What it sent is not lost.
     recv_n(&rx, 5, 100);
     // The dead producer is found while waiting: the receiver is
     // disconnected instead of waiting for ever, and the loan is freed.
     let t = std::time::Instant::now();
-    assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+    assert!(
+        matches!(rx.recv(), Err(Error::Disconnected("sender"))),
+        "{pattern}"
+    );
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(
         seg.slab().used_slots(),
         0,
-        "the dead producer's loan was freed"
+        "{pattern}: the dead producer's loan was freed"
     );
-    // And a new producer may take its place on this spsc channel.
+    // And a new producer may take its place (the one place of a
+    // single-producer channel, too).
     let tx = Sender::connect(&uri).unwrap();
     tx.send_copy(&Shape::vector(1), &[1.0f32]).unwrap();
     assert_eq!(rx.recv().unwrap().tensor::<f32>().unwrap()[0], 1.0);
+}
+
+#[test]
+fn a_producer_killed_holding_a_loan_is_reaped() {
+    if in_child() {
+        return;
+    }
+    for pattern in ["spsc", "mpsc", "spmc", "mpmc", "broadcast"] {
+        producer_killed_holding_a_loan(pattern);
+    }
+}
+
+#[test]
+fn an_spsc_producer_killed_between_publishing_a_cell_and_moving_tail() {
+    if in_child() {
+        return;
+    }
+    // The consumer polls the cell's sequence word, so the message is
+    // readable before `tail` moves. Killed there, the producer's message
+    // is received once (whether the consumer took it before or after the
+    // kill), its slot comes back, and a new producer continues after it.
+    for took_it_first in [false, true] {
+        let n = name("spsc-published");
+        let uri = format!("ipc://{n}?capacity=8&slab=8MiB&pattern=spsc");
+        let rx = Receiver::connect(&uri).unwrap();
+        let seg = psyne::Segment::open(&n).unwrap();
+        let (mut kid, _out) = parked_child("park-sender", &uri, "spsc-published", "parked");
+        let first = took_it_first.then(|| rx.recv_timeout(Duration::from_secs(5)).unwrap());
+        kill9(&mut kid);
+        let first = first.unwrap_or_else(|| rx.recv_timeout(Duration::from_secs(5)).unwrap());
+        assert_eq!(*first.tensor::<i64>().unwrap(), [-1, -1]);
+        assert_eq!(seg.slab().used_slots(), 1, "the view holds its slot");
+        drop(first);
+        assert!(
+            matches!(rx.recv(), Err(Error::Disconnected("sender"))),
+            "received once"
+        );
+        assert_eq!(seg.slab().used_slots(), 0, "the slot came back");
+        let tx = Sender::connect(&uri).unwrap();
+        tx.send_copy(&Shape::vector(2), &[5i64, 5]).unwrap();
+        let next = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(*next.tensor::<i64>().unwrap(), [5, 5]);
+        assert!(matches!(rx.try_recv(), Ok(None)));
+    }
 }
 
 /// Starts `role` with crash point `point` armed and waits until the child

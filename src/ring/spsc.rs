@@ -123,6 +123,7 @@ impl<'a, A: AtomicWord<Value = u64>> Spsc<'a, A> {
         // The consumer reads the cell next: push it towards the shared
         // cache instead of letting the consumer's read snoop this core.
         seq.demote();
+        crate::shm::hook::hit(crate::shm::hook::Point::SpscPublished);
         // Release: for `len` and late joiners (the consumer polls `seq`).
         self.tail.store(p.tail, Ordering::Release);
         Ok(())

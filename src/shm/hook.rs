@@ -41,6 +41,10 @@ pub enum Point {
     /// Reaping a dead endpoint: its bit cleared from the masks, the slots
     /// it held not reclaimed and its record not freed yet.
     ReapUncounted,
+    /// A send on an SPSC ring: the cell published (its sequence word
+    /// stored, so the consumer can already read it), the ring's `tail` not
+    /// moved yet.
+    SpscPublished,
 }
 
 static POINT: AtomicU8 = AtomicU8::new(0);
