@@ -955,6 +955,115 @@ fn async_receive_and_send_under_tokio_and_a_plain_executor() {
     w.join().unwrap();
 }
 
+/// Polls two futures on one thread until both are done.
+fn join2<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut ra, mut rb) = (None, None);
+    block_on(std::future::poll_fn(move |cx| {
+        use std::task::Poll;
+        if ra.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready((ra.take().unwrap(), rb.take().unwrap()))
+        } else {
+            Poll::Pending
+        }
+    }))
+}
+
+#[test]
+fn async_loan_waits_for_a_slot_without_blocking_the_executor() {
+    if in_child() {
+        return;
+    }
+    // A 64 KiB slab has 16 slots for 4000-byte tensors. The receiving task
+    // holds 16 messages, so the slab is full; the sending task's
+    // loan_async must wait for a slot and let the receiving task (on the
+    // same thread) run and drop its views: a loan that blocked the thread
+    // would deadlock here.
+    let uri = format!("memory://{}?capacity=64&slab=64KiB", name("aloan"));
+    let (tx, rx) = channel(&uri).unwrap();
+    let shape = Shape::vector(1000);
+    for i in 0..16u32 {
+        let mut loan = tx.loan::<f32>(&shape).unwrap();
+        loan.tensor_mut::<f32>().unwrap()[0] = i as f32;
+        loan.send().unwrap();
+    }
+    let sender = async {
+        let mut loan = tx.loan_async::<f32>(&shape).await.unwrap();
+        loan.tensor_mut::<f32>().unwrap()[0] = 99.0;
+        loan.send_async().await.unwrap();
+    };
+    let receiver = async {
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            held.push(rx.recv_async().await.unwrap());
+        }
+        // Give the sender a chance to wait first (yield to the executor).
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                std::task::Poll::Ready(())
+            } else {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        let firsts: Vec<f32> = held.iter().map(|m| m.tensor::<f32>().unwrap()[0]).collect();
+        drop(held);
+        let last = rx.recv_async().await.unwrap();
+        (firsts, last.tensor::<f32>().unwrap()[0])
+    };
+    let ((), (firsts, last)) = join2(sender, receiver);
+    assert_eq!(firsts, (0..16).map(|i| i as f32).collect::<Vec<_>>());
+    assert_eq!(last, 99.0);
+
+    // With timeout_ms, both async waits give up: loan_async on a full
+    // slab, send_async on a full ring.
+    let uri = format!(
+        "memory://{}?capacity=2&slab=64KiB&timeout_ms=60",
+        name("atime")
+    );
+    let (tx, rx) = channel(&uri).unwrap();
+    let held: Vec<_> = (0..16).map(|_| tx.loan::<f32>(&shape).unwrap()).collect();
+    let t = std::time::Instant::now();
+    let r = block_on(tx.loan_async::<f32>(&shape));
+    assert!(matches!(r, Err(Error::Timeout(d)) if d == Duration::from_millis(60)));
+    assert!(t.elapsed() >= Duration::from_millis(60));
+    drop(held);
+    tx.send_copy(&Shape::vector(1), &[1u8]).unwrap();
+    tx.send_copy(&Shape::vector(1), &[2u8]).unwrap();
+    let loan = tx.loan::<u8>(&Shape::vector(1)).unwrap();
+    let t = std::time::Instant::now();
+    let r = block_on(loan.send_async());
+    assert!(matches!(r, Err(Error::Timeout(d)) if d == Duration::from_millis(60)));
+    assert!(t.elapsed() >= Duration::from_millis(60));
+    assert_eq!(rx.len(), 2, "the timed-out message was not queued");
+    // A loan_async on a channel whose slab cannot hold the tensor fails at
+    // once, and a non-blocking policy does not wait either.
+    assert!(matches!(
+        block_on(tx.loan_async::<f32>(&Shape::vector(1 << 20))),
+        Err(Error::TooLarge { .. })
+    ));
+    let uri = format!("memory://{}?slab=64KiB&policy=fail", name("afail"));
+    let (tx, _rx) = channel(&uri).unwrap();
+    let _held: Vec<_> = (0..16).map(|_| tx.loan::<f32>(&shape).unwrap()).collect();
+    assert!(matches!(
+        block_on(tx.loan_async::<f32>(&shape)),
+        Err(Error::SlabFull { .. })
+    ));
+}
+
 /// Reads a child's stdout until a line containing `word`.
 fn wait_for(out: &mut impl std::io::BufRead, word: &str) {
     let mut line = String::new();

@@ -211,7 +211,10 @@ pub struct Sender {
     /// loan right after a receive (a request/reply loop) finds its slot's
     /// header in this core's cache instead of fetching it then.
     ahead: RefCell<Option<SlotMut>>,
+    /// The helper of `send_async` (waits for room on the ring).
     waiter: OnceCell<AsyncWaiter>,
+    /// The helper of `loan_async` (waits for a free slab slot).
+    slot_waiter: OnceCell<AsyncWaiter>,
 }
 
 impl Sender {
@@ -232,6 +235,7 @@ impl Sender {
             cache: RefCell::default(),
             ahead: RefCell::default(),
             waiter: OnceCell::new(),
+            slot_waiter: OnceCell::new(),
         })
     }
 
@@ -257,7 +261,9 @@ impl Sender {
         u64::from(self.ahead.borrow().is_some())
     }
 
-    fn alloc(&self, nbytes: u64) -> Result<SlotMut> {
+    /// A slot of `nbytes`; `wait`: under policy `block`, wait for one if the
+    /// slab is full (up to the channel's `timeout_ms`).
+    fn alloc(&self, nbytes: u64, wait: bool) -> Result<SlotMut> {
         let shared = &self.ep.shared;
         if let Some(mut slot) = self.ahead.borrow_mut().take() {
             if shared.seg.slab().first_class(nbytes) == Some(slot.location().0 as usize) {
@@ -291,7 +297,7 @@ impl Sender {
         };
         let slab = shared.seg.slab();
         let mut cache = self.cache.borrow_mut();
-        if shared.config.policy == Policy::Block {
+        if wait && shared.config.policy == Policy::Block {
             slab.alloc_wait(nbytes, shared.config.timeout, Some(&mut cache), before_try)
         } else {
             if shared.is_broadcast() {
@@ -309,11 +315,51 @@ impl Sender {
     /// (policy `fail` / `drop_oldest`) or [`Error::Timeout`] (policy
     /// `block` with a timeout) if every suitable slot is in use.
     pub fn loan<T: Element>(&self, shape: &Shape) -> Result<Loan<'_>> {
-        let mut slot = self.alloc(shape.byte_size(T::DTYPE))?;
+        let mut slot = self.alloc(shape.byte_size(T::DTYPE), true)?;
         slot.init_tensor::<T>(shape)?;
         Ok(Loan {
             slot: Some(slot),
             tx: self,
+        })
+    }
+
+    /// Loans a slot as [`Sender::loan`] does, without blocking the thread
+    /// when the slab is full: a future that resolves to the loan once a
+    /// slot is free (policy `block`; it gives up with [`Error::Timeout`]
+    /// after the channel's `timeout_ms`, if set). Works under any executor.
+    ///
+    /// The first time it has to wait, the sender starts a helper thread
+    /// that checks the slab's free bitmaps with pauses growing to 1 ms
+    /// (freeing a slot signals no event) and wakes the task: a freed slot
+    /// is found within about a millisecond, and no core spins.
+    ///
+    /// # Errors
+    /// As [`Sender::loan`].
+    pub fn loan_async<T: Element>(&self, shape: &Shape) -> LoanAsync<'_, T> {
+        LoanAsync {
+            tx: self,
+            shape: *shape,
+            deadline: None,
+            ticket: None,
+            _t: std::marker::PhantomData,
+        }
+    }
+
+    fn slot_waiter(&self) -> &AsyncWaiter {
+        self.slot_waiter.get_or_init(|| {
+            AsyncWaiter::start(
+                self.ep.shared.clone(),
+                Which::Slot,
+                self.ep.joined.part,
+                |s, nbytes| {
+                    // A broadcast ring's references to messages every
+                    // subscriber has read are slots to give back.
+                    if s.is_broadcast() {
+                        s.reclaim(0, None);
+                    }
+                    s.seg.slab().may_have_room(nbytes)
+                },
+            )
         })
     }
 
@@ -324,7 +370,7 @@ impl Sender {
     /// As [`Sender::loan`].
     pub fn loan_bytes(&self, nbytes: u64) -> Result<Loan<'_>> {
         Ok(Loan {
-            slot: Some(self.alloc(nbytes)?),
+            slot: Some(self.alloc(nbytes, true)?),
             tx: self,
         })
     }
@@ -347,7 +393,7 @@ impl Sender {
                 self.ep.shared.clone(),
                 Which::NotFull,
                 self.ep.joined.part,
-                |s| s.has_room(),
+                |s, _| s.has_room(),
             )
         })
     }
@@ -446,13 +492,19 @@ impl<'a> Loan<'a> {
 
     /// Sends without blocking the thread: a future that resolves when the
     /// tensor is on the ring, waiting for room if the policy is `block`
-    /// (other policies behave as [`Loan::send`]). Works under any executor.
+    /// (other policies behave as [`Loan::send`]), up to the channel's
+    /// `timeout_ms` if set. Works under any executor; dropping the future
+    /// drops the loan (its slot is freed).
     ///
     /// # Errors
-    /// As [`Loan::send`]; the channel's `timeout_ms` does not apply (drop
-    /// the future, or race it against a timer, to give up).
+    /// As [`Loan::send`]: [`Error::Timeout`] (the loan dropped) once
+    /// `timeout_ms` has passed without room.
     pub fn send_async(self) -> SendAsync<'a> {
-        SendAsync { loan: Some(self) }
+        SendAsync {
+            loan: Some(self),
+            deadline: None,
+            ticket: None,
+        }
     }
 
     fn send_inner(mut self, timeout: Option<Duration>) -> std::result::Result<(), SendError<'a>> {
@@ -470,6 +522,11 @@ impl<'a> Loan<'a> {
 #[must_use = "futures do nothing unless awaited"]
 pub struct SendAsync<'a> {
     loan: Option<Loan<'a>>,
+    /// When it gives up (set on the first poll from `timeout_ms`; the
+    /// outer `None`: not polled yet).
+    deadline: Option<Option<Instant>>,
+    /// The helper's ticket while pending.
+    ticket: Option<u64>,
 }
 
 /// One send attempt without waiting: `Ok(Some(loan))` if the ring was full.
@@ -481,21 +538,33 @@ fn try_send_now(loan: Loan<'_>) -> Result<Option<Loan<'_>>> {
     }
 }
 
+/// The deadline of an async wait that starts now, from `timeout_ms`.
+fn deadline_of(config: &Config) -> Option<Instant> {
+    config.timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
 impl Future for SendAsync<'_> {
     type Output = Result<()>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let loan = self.loan.take().expect("polled after completion");
         let tx = loan.tx;
-        if tx.ep.shared.config.policy != Policy::Block {
+        let config = tx.ep.shared.config;
+        if config.policy != Policy::Block {
             return Poll::Ready(loan.send());
         }
+        let deadline = *self.deadline.get_or_insert_with(|| deadline_of(&config));
         match try_send_now(loan) {
             Ok(None) => return Poll::Ready(Ok(())),
             Err(e) => return Poll::Ready(Err(e)),
             Ok(Some(back)) => self.loan = Some(back),
         }
-        tx.waiter().arm(cx.waker());
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            self.loan = None; // dropped: its slot is freed
+            let t = config.timeout.unwrap_or_default();
+            return Poll::Ready(Err(Error::Timeout(t)));
+        }
+        self.ticket = Some(tx.waiter().arm(cx.waker(), deadline, 0));
         // Re-check after arming (room may have come just before).
         let loan = self.loan.take().expect("just stored");
         match try_send_now(loan) {
@@ -506,6 +575,85 @@ impl Future for SendAsync<'_> {
                 Poll::Pending
             }
         }
+    }
+}
+
+impl Drop for SendAsync<'_> {
+    fn drop(&mut self) {
+        if let (Some(t), Some(loan)) = (self.ticket, &self.loan) {
+            if let Some(w) = loan.tx.waiter.get() {
+                w.disarm(t);
+            }
+        }
+    }
+}
+
+/// The future of [`Sender::loan_async`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct LoanAsync<'a, T> {
+    tx: &'a Sender,
+    shape: Shape,
+    /// As in [`SendAsync`].
+    deadline: Option<Option<Instant>>,
+    ticket: Option<u64>,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'a, T: Element> LoanAsync<'a, T> {
+    /// One attempt: the loan, `Ok(None)` if the slab is full and the
+    /// policy says to wait, or the error.
+    fn try_now(&self) -> Result<Option<Loan<'a>>> {
+        let tx = self.tx;
+        match tx.alloc(self.shape.byte_size(T::DTYPE), false) {
+            Ok(mut slot) => {
+                slot.init_tensor::<T>(&self.shape)?;
+                Ok(Some(Loan {
+                    slot: Some(slot),
+                    tx,
+                }))
+            }
+            Err(Error::SlabFull { .. }) if tx.ep.shared.config.policy == Policy::Block => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<'a, T: Element> Future for LoanAsync<'a, T> {
+    type Output = Result<Loan<'a>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Loan<'a>>> {
+        let config = self.tx.ep.shared.config;
+        let deadline = *self.deadline.get_or_insert_with(|| deadline_of(&config));
+        if let Some(r) = self.try_now().transpose() {
+            return Poll::Ready(r);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let t = config.timeout.unwrap_or_default();
+            return Poll::Ready(Err(Error::Timeout(t)));
+        }
+        let nbytes = self.shape.byte_size(T::DTYPE);
+        self.ticket = Some(self.tx.slot_waiter().arm(cx.waker(), deadline, nbytes));
+        // Re-check after arming (a slot may have been freed just before).
+        match self.try_now().transpose() {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T> Drop for LoanAsync<'_, T> {
+    fn drop(&mut self) {
+        if let (Some(t), Some(w)) = (self.ticket, self.tx.slot_waiter.get()) {
+            w.disarm(t);
+        }
+    }
+}
+
+impl<T> fmt::Debug for LoanAsync<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoanAsync")
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
     }
 }
 
@@ -671,7 +819,10 @@ impl Receiver {
     /// # Errors
     /// As [`Receiver::recv`].
     pub fn recv_async(&self) -> Recv<'_> {
-        Recv { rx: self }
+        Recv {
+            rx: self,
+            ticket: None,
+        }
     }
 
     fn waiter(&self) -> &AsyncWaiter {
@@ -681,7 +832,7 @@ impl Receiver {
                 self.ep.shared.clone(),
                 Which::NotEmpty,
                 self.ep.joined.part,
-                move |s| s.has_message(sub),
+                move |s, _| s.has_message(sub),
             )
         })
     }
@@ -732,22 +883,32 @@ impl Iterator for Receiver {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Recv<'a> {
     rx: &'a Receiver,
+    /// The helper's ticket while pending.
+    ticket: Option<u64>,
 }
 
 impl Future for Recv<'_> {
     type Output = Result<Slot>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Slot>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Slot>> {
         let rx = self.rx;
         if let Some(r) = rx.try_recv().transpose() {
             return Poll::Ready(r);
         }
-        rx.waiter().arm(cx.waker());
+        self.ticket = Some(rx.waiter().arm(cx.waker(), None, 0));
         // Re-check: a message that came before the helper was armed would
         // not wake it.
         match rx.try_recv().transpose() {
             Some(r) => Poll::Ready(r),
             None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Recv<'_> {
+    fn drop(&mut self) {
+        if let (Some(t), Some(w)) = (self.ticket, self.rx.waiter.get()) {
+            w.disarm(t);
         }
     }
 }

@@ -731,6 +731,18 @@ impl Slab {
             .position(|c| c.slot_size >= nbytes)
     }
 
+    /// Whether a class that could hold `nbytes` shows a free slot now (a
+    /// hint for a waiter deciding when to try again; the allocation itself
+    /// decides).
+    pub(crate) fn may_have_room(&self, nbytes: u64) -> bool {
+        let Some(first) = self.first_class(nbytes) else {
+            return false;
+        };
+        self.inner.classes[first..]
+            .iter()
+            .any(|c| self.bits(c).iter().any(|w| w.load(Ordering::Relaxed) != 0))
+    }
+
     /// Gives the bits `cache` holds back to the bitmaps.
     pub(crate) fn put_back(&self, cache: &mut SlotCache) {
         for (ci, c) in self.inner.classes.iter().enumerate() {
