@@ -13,7 +13,10 @@
 //!   `memory://`, `crossbeam-channel` (bounded) and `std::sync::mpsc`
 //!   (sync_channel), each carrying a 64-byte message.
 //! - `throughput/<pattern>`: 64-byte messages per second over `memory://`
-//!   with 1 or 2 producer and consumer threads, next to crossbeam.
+//!   with 1 or 2 producer and consumer threads, next to crossbeam
+//!   (broadcast, 1 publisher and 2 subscribers each receiving every
+//!   message: next to crossbeam with one channel per subscriber). Elements
+//!   are messages sent, not deliveries.
 //!
 //! The child process is this bench binary re-run with `PSYNE_BENCH_ROLE`.
 
@@ -254,7 +257,33 @@ fn psyne_throughput(pattern: &str, p: usize, q: usize, n: u64) -> Duration {
         s.join().unwrap();
     }
     let got: usize = receivers.into_iter().map(|r| r.join().unwrap()).sum();
-    assert_eq!(got as u64, per * p as u64);
+    // Broadcast: every subscriber receives every message.
+    let copies = if pattern == "broadcast" { q as u64 } else { 1 };
+    assert_eq!(got as u64, per * p as u64 * copies);
+    start.elapsed()
+}
+
+/// The crossbeam way to broadcast: one bounded channel per subscriber, the
+/// producer sending (a copy of) each message to each.
+fn crossbeam_fanout(q: usize, n: u64) -> Duration {
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..q)
+        .map(|_| crossbeam_channel::bounded::<[u8; 64]>(1024))
+        .unzip();
+    let start = Instant::now();
+    let sender = std::thread::spawn(move || {
+        for i in 0..n {
+            for tx in &txs {
+                tx.send([i as u8; 64]).unwrap();
+            }
+        }
+    });
+    let receivers: Vec<_> = rxs
+        .into_iter()
+        .map(|rx| std::thread::spawn(move || rx.iter().count()))
+        .collect();
+    sender.join().unwrap();
+    let got: usize = receivers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert_eq!(got as u64, n * q as u64);
     start.elapsed()
 }
 
@@ -297,12 +326,23 @@ fn throughput(c: &mut Criterion) {
         ("mpsc", 2, 1),
         ("spmc", 1, 2),
         ("mpmc", 2, 2),
+        ("broadcast", 1, 2),
     ] {
         g.bench_function(BenchmarkId::new("psyne", pattern), |b| {
             b.iter_custom(|iters| (0..iters).map(|_| psyne_throughput(pattern, p, q, N)).sum())
         });
         g.bench_function(BenchmarkId::new("crossbeam", pattern), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| crossbeam_throughput(p, q, N)).sum())
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        if pattern == "broadcast" {
+                            crossbeam_fanout(q, N)
+                        } else {
+                            crossbeam_throughput(p, q, N)
+                        }
+                    })
+                    .sum()
+            })
         });
     }
     g.finish();

@@ -1750,3 +1750,64 @@ fn a_waiting_consumer_receives_what_a_killed_one_claimed() {
     drop(tx);
     assert_eq!(seg.slab().used_slots(), 0);
 }
+
+/// An example program built next to this test binary (`cargo test` builds
+/// the examples into `target/<profile>/examples`).
+fn example(name: &str) -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the whole suite (`cargo test --all-features`), which builds the examples",
+        path.display()
+    );
+    let mut c = Command::new(path);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+#[test]
+fn the_examples_run_and_check_what_they_receive() {
+    if in_child() {
+        return;
+    }
+    let text = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    // The quickstart (the README's demo): its consumer process checks every
+    // tensor and the producer prints "ok" only if it found no mismatch.
+    let out = example("quickstart").output().unwrap();
+    assert!(out.status.success(), "quickstart: {}", text(&out));
+    assert!(text(&out).lines().any(|l| l == "ok"), "{}", text(&out));
+
+    // fanout: every subscriber process gets every tensor, unchanged.
+    let out = example("fanout").args(["3", "40"]).output().unwrap();
+    assert!(out.status.success(), "fanout: {}", text(&out));
+    assert_eq!(
+        text(&out).matches(": 40 received, 0 bad").count(),
+        3,
+        "{}",
+        text(&out)
+    );
+
+    // producer and consumer, as two terminals would run them (the producer
+    // first: its messages wait in the segment until the consumer comes).
+    let uri = format!("ipc://{}?capacity=64&slab=64MiB", name("examples"));
+    let producer = example("producer")
+        .args([uri.as_str(), "150"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let consumer = example("consumer").arg(&uri).output().unwrap();
+    let producer = producer.wait_with_output().unwrap();
+    assert!(producer.status.success(), "producer: {}", text(&producer));
+    assert!(consumer.status.success(), "consumer: {}", text(&consumer));
+    assert!(
+        text(&consumer).contains("done: received 150, 0 bad"),
+        "{}",
+        text(&consumer)
+    );
+}
