@@ -298,6 +298,9 @@ pub(crate) enum Holder {
 pub(crate) struct Class {
     pub(crate) slot_size: u64,
     pub(crate) slot_count: u32,
+    /// `log2(slot_size)` when it is a power of two (the default classes
+    /// are), so that naming a slot from an offset needs no division.
+    size_shift: Option<u32>,
     /// Offset of slot 0's payload in the data mapping.
     pub(crate) data_offset: u64,
     /// Slot 0's header, the class's hot line and its free bitmap in the
@@ -609,6 +612,10 @@ impl Slab {
                 Class {
                     slot_size: d.slot_size,
                     slot_count: d.slot_count,
+                    size_shift: d
+                        .slot_size
+                        .is_power_of_two()
+                        .then(|| d.slot_size.trailing_zeros()),
                     data_offset: d.data_offset,
                     headers: NonNull::new(control.ptr::<SlotAtomics>(headers_offset).cast())
                         .expect("inside a mapping"),
@@ -981,7 +988,11 @@ impl Slab {
             })?;
         let c = &self.inner.classes[ci];
         let rel = h.offset - c.data_offset;
-        if rel % c.slot_size != 0 || rel / c.slot_size >= c.slot_count as u64 {
+        let (index, rest) = match c.size_shift {
+            Some(shift) => (rel >> shift, rel & (c.slot_size - 1)),
+            None => (rel / c.slot_size, rel % c.slot_size),
+        };
+        if rest != 0 || index >= c.slot_count as u64 {
             return Err(Error::InvalidHandle(format!(
                 "offset {} is not the start of a slot",
                 h.offset
@@ -993,8 +1004,7 @@ impl Slab {
                 h.len, c.slot_size
             )));
         }
-        let index = (rel / c.slot_size) as u32;
-        Ok((ci as u8, index))
+        Ok((ci as u8, index as u32))
     }
 
     /// Takes over the reference a handle carries (the one given up by

@@ -303,6 +303,34 @@ fn invalid_handles_are_errors() {
         slab.share(&Handle { len: 15, ..h }),
         Err(Error::InvalidHandle(_))
     ));
+    // Every slot of a power-of-two class (named by a shift) and of one
+    // that is not (named by a division) resolves; an offset inside a slot
+    // or past the class's last one does not.
+    for (ci, c) in slab.inner.classes.iter().enumerate() {
+        for index in 0..c.slot_count {
+            let offset = c.data_offset + index as u64 * c.slot_size;
+            let named = Handle {
+                offset,
+                generation: 0,
+                len: 0,
+            };
+            assert_eq!(slab.resolve(&named).unwrap(), (ci as u8, index));
+            for off in [offset + 8, offset + c.slot_size / 2 + 8] {
+                let inside = Handle {
+                    offset: off,
+                    ..named
+                };
+                assert!(slab.resolve(&inside).is_err(), "class {ci} at {off}");
+            }
+        }
+    }
+    let last = slab.inner.classes.last().unwrap();
+    let past = Handle {
+        offset: last.data_offset + last.slot_count as u64 * last.slot_size,
+        generation: 0,
+        len: 0,
+    };
+    assert!(slab.resolve(&past).is_err());
     assert!("1:2".parse::<Handle>().is_err());
     assert!("1:2:3:4".parse::<Handle>().is_err());
     assert!("a:2:3".parse::<Handle>().is_err());
