@@ -501,6 +501,7 @@ impl<'a> Loan<'a> {
     /// `timeout_ms` has passed without room.
     pub fn send_async(self) -> SendAsync<'a> {
         SendAsync {
+            tx: self.tx,
             loan: Some(self),
             deadline: None,
             ticket: None,
@@ -521,6 +522,7 @@ impl<'a> Loan<'a> {
 /// The future of [`Loan::send_async`].
 #[must_use = "futures do nothing unless awaited"]
 pub struct SendAsync<'a> {
+    tx: &'a Sender,
     loan: Option<Loan<'a>>,
     /// When it gives up (set on the first poll from `timeout_ms`; the
     /// outer `None`: not polled yet).
@@ -580,10 +582,8 @@ impl Future for SendAsync<'_> {
 
 impl Drop for SendAsync<'_> {
     fn drop(&mut self) {
-        if let (Some(t), Some(loan)) = (self.ticket, &self.loan) {
-            if let Some(w) = loan.tx.waiter.get() {
-                w.disarm(t);
-            }
+        if let (Some(t), Some(w)) = (self.ticket, self.tx.waiter.get()) {
+            w.disarm(t);
         }
     }
 }
