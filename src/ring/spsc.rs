@@ -325,8 +325,12 @@ mod tests {
 #[cfg(all(test, psyne_loom))]
 mod loom_model {
     use super::*;
+    use crate::sync::loom_outcomes;
     use loom::sync::atomic::AtomicU64;
     use loom::sync::Arc;
+    // Not loom's: a record of what happened in which order, outside the
+    // model (loom runs one thread at a time).
+    use std::sync::atomic::AtomicUsize;
 
     struct Mem {
         tail: AtomicU64,
@@ -377,5 +381,139 @@ mod loom_model {
             t.join().unwrap();
             assert_eq!(got, [[1, 100], [2, 200], [3, 300]]);
         });
+    }
+
+    fn mem(cap: usize) -> Arc<Mem> {
+        Arc::new(Mem {
+            tail: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+            cells: (0..cap * CELL_WORDS).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    /// Pushes `msg`, waiting while the ring is full; returns whether it had
+    /// to wait.
+    fn push_spin(r: &Spsc<'_, AtomicU64>, p: &mut Producer, mut msg: [u64; 2]) -> bool {
+        let mut waited = false;
+        while let Err(Full(back)) = r.push(p, msg) {
+            msg = back;
+            waited = true;
+            loom::thread::yield_now();
+        }
+        waited
+    }
+
+    fn pop_spin(r: &Spsc<'_, AtomicU64>, c: &mut Consumer) -> [u64; 2] {
+        loop {
+            if let Some(msg) = r.pop(c) {
+                return msg;
+            }
+            loom::thread::yield_now();
+        }
+    }
+
+    /// A producer dies between publishing a cell (its sequence word) and
+    /// moving `tail`, while the consumer keeps receiving; a reaper then
+    /// heals `tail` and checks, as `Shared::undo_ring` does, that the
+    /// dead producer's send is on the ring (at `tail - 1`), and a new
+    /// producer attaches (healing again: a no-op now) and sends on,
+    /// wrapping onto a cell the consumer must have released first. The
+    /// consumer gets every message exactly once, in order, words intact;
+    /// the reaper finds the in-flight message; the indices end equal.
+    ///
+    /// The death: the dead producer's last push goes through a view of the
+    /// ring whose `tail` is a word nobody reads, so it runs the real `push`
+    /// and its `tail` store is lost. The reaper and the new producer run
+    /// after it in the same thread: in a channel they start once the
+    /// producer is known dead (its stores are done), and the new producer
+    /// joins only after the reaper has cleared the dead one's count.
+    /// `heal_tail` reads the cells and writes `tail`, which the consumer
+    /// never writes nor reads: the race is the new producer's wrap onto
+    /// cell 0 against the consumer's release of it, and the model checks
+    /// that it reached both orders (the new producer waiting for the cell,
+    /// and finding it free).
+    #[test]
+    fn loom_spsc_a_dead_producers_tail_is_healed() {
+        let outcomes = loom_outcomes(|| {
+            let m = mem(2);
+            let lost_tail = AtomicU64::new(0);
+            let m2 = m.clone();
+            let producers = loom::thread::spawn(move || {
+                let r = ring(&m2);
+                let mut p = r.producer();
+                r.push(&mut p, [1, 10]).unwrap();
+                let dying = Spsc {
+                    tail: &lost_tail,
+                    ..ring(&m2)
+                };
+                dying.push(&mut p, [2, 20]).unwrap(); // ... and dies
+                                                      // The reaper.
+                let tail = r.heal_tail();
+                assert_eq!(tail, 2, "tail healed by one position");
+                assert_eq!(r.at(tail - 1), Some([2, 20]), "the send is on the ring");
+                // A new producer.
+                let mut p2 = r.producer();
+                push_spin(&r, &mut p2, [3, 30])
+            });
+            let r = ring(&m);
+            let mut c = r.consumer();
+            let got: Vec<_> = (0..3).map(|_| pop_spin(&r, &mut c)).collect();
+            let waited = producers.join().unwrap();
+            assert_eq!(got, [[1, 10], [2, 20], [3, 30]]);
+            assert_eq!(r.pop(&mut c), None, "a message was received twice");
+            assert_eq!(r.indices(), (3, 3));
+            assert_eq!(r.len(), 0);
+            waited
+        });
+        assert_eq!(outcomes, [false, true].into());
+    }
+
+    /// A consumer dies holding the message at `head` (it had taken the
+    /// slot's reference: `peek` without `advance`). A reaper standing in
+    /// for it, as `Shared::stand_in_for_consumer` does, reads the message
+    /// at `head` and skips it, while the producer sends two more messages,
+    /// the second of which needs the dead consumer's cell. The reaper
+    /// reads the dead consumer's message intact (the producer never
+    /// overwrites a cell before `skip` releases it), and a new consumer,
+    /// attaching after the reaper, gets exactly the two later messages, in
+    /// order. The model checks that it reached the producer's first push
+    /// both before and after the reaper's reads, and the skip both before
+    /// and after the producer found the ring full.
+    #[test]
+    fn loom_spsc_skip_races_the_producer() {
+        let outcomes = loom_outcomes(|| {
+            let m = mem(2);
+            let r = ring(&m);
+            let mut p = r.producer();
+            r.push(&mut p, [1, 10]).unwrap();
+            let mut dead = r.consumer();
+            assert_eq!(r.peek(&mut dead), Some([1, 10])); // ... and dies
+            let pushed = std::sync::Arc::new(AtomicUsize::new(0));
+            let (m2, pushed2) = (m.clone(), pushed.clone());
+            let producer = loom::thread::spawn(move || {
+                let r = ring(&m2);
+                push_spin(&r, &mut p, [2, 20]);
+                pushed2.store(1, Ordering::Relaxed);
+                push_spin(&r, &mut p, [3, 30])
+            });
+            // The reaper.
+            let (head, _) = r.indices();
+            assert_eq!(head, 0);
+            assert_eq!(r.at(head), Some([1, 10]), "the dead consumer's message");
+            let before_skip = pushed.load(Ordering::Relaxed);
+            r.skip(head);
+            // A new consumer.
+            let mut c = r.consumer();
+            let got: Vec<_> = (0..2).map(|_| pop_spin(&r, &mut c)).collect();
+            let waited = producer.join().unwrap();
+            assert_eq!(got, [[2, 20], [3, 30]]);
+            assert_eq!(r.pop(&mut c), None);
+            assert_eq!(r.indices(), (3, 3));
+            (before_skip, waited)
+        });
+        assert_eq!(
+            outcomes,
+            [(0, false), (0, true), (1, false), (1, true)].into()
+        );
     }
 }

@@ -287,6 +287,7 @@ mod tests {
 #[cfg(all(test, psyne_loom))]
 mod loom_model {
     use super::*;
+    use crate::sync::loom_outcomes;
     use crate::sync::slotstate::{begin_write, give_up};
     use loom::cell::UnsafeCell;
     use loom::sync::atomic::{AtomicBool, AtomicU64};
@@ -434,5 +435,239 @@ mod loom_model {
             // repair away: the bit is set by the last free in every order).
             assert!(alloc(&c, 4).is_some());
         });
+    }
+
+    // The batch operations. A sender's `SlotCache` (src/shm/slab.rs) is a
+    // private `(word, mask)` per class, over `take_many` (a refill), the
+    // state-word claim of each cached bit in turn, and `put_many`
+    // (`Slab::put_back`). `Slab` and its classes work on `std` atomics in a
+    // mapping, not on `AtomicWord`, so loom cannot drive the cache itself:
+    // `Cache` below does with it what `Slab::alloc_from` does, through the
+    // same shared-memory operations, which is what the models check.
+
+    /// Per slot: whether its bit is out of the bitmap, held by someone
+    /// (from the take until the put). Without a repair, the bitmap alone
+    /// must never hand a bit to two holders.
+    struct Held(Vec<AtomicBool>);
+
+    impl Held {
+        fn new(n: u32) -> Self {
+            Held((0..n).map(|_| AtomicBool::new(false)).collect())
+        }
+        fn take(&self, w: usize, mask: u64) {
+            for i in bits_of(w, mask) {
+                assert!(
+                    !self.0[i].swap(true, Ordering::Relaxed),
+                    "bit {i} handed out twice"
+                );
+            }
+        }
+        /// Before the bits go back (the put's Release orders this store
+        /// before the next taker's check).
+        fn put(&self, w: usize, mask: u64) {
+            for i in bits_of(w, mask) {
+                self.0[i].store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn bits_of(w: usize, mask: u64) -> impl Iterator<Item = usize> {
+        (0..WORD_BITS)
+            .filter(move |b| mask & (1 << b) != 0)
+            .map(move |b| w * WORD_BITS + b)
+    }
+
+    /// A sender's cache of bits of one class (and, for the models, how
+    /// many of its claims were refused).
+    #[derive(Default)]
+    struct Cache {
+        word: usize,
+        mask: u64,
+        refused: u32,
+    }
+
+    impl Cache {
+        /// `Slab::alloc_from` with a cache: the next cached bit, or a
+        /// refill of up to `per_take` bits of one word, then the slot's
+        /// state claim, moving on past a refused one. With `held` (no
+        /// repair runs), a claim is never refused: a bit out of the bitmap
+        /// names a free slot, and stays held until the slot's free.
+        fn alloc(
+            &mut self,
+            c: &Class,
+            held: Option<&Held>,
+            per_take: u32,
+            pid: u32,
+        ) -> Option<(usize, u32)> {
+            loop {
+                if self.mask == 0 {
+                    let (w, mask) = take_many(&c.bits, 0, per_take)?;
+                    assert!(mask != 0 && mask.count_ones() <= per_take);
+                    assert!(
+                        bits_of(w, mask).all(|i| i < c.states.len()),
+                        "a bit past the class"
+                    );
+                    if let Some(h) = held {
+                        h.take(w, mask);
+                    }
+                    (self.word, self.mask) = (w, mask);
+                }
+                let i = self.word * WORD_BITS + self.mask.trailing_zeros() as usize;
+                self.mask &= self.mask - 1;
+                match begin_write(&c.states[i], pid) {
+                    Ok(g) => {
+                        assert!(
+                            !c.owned[i].swap(true, Ordering::Relaxed),
+                            "slot {i} has two writers"
+                        );
+                        return Some((i, g));
+                    }
+                    Err(_) => {
+                        assert!(held.is_none(), "slot {i}'s bit was out, the slot in use");
+                        self.refused += 1;
+                    }
+                }
+            }
+        }
+
+        /// `Slab::put_back`.
+        fn put_back(&mut self, c: &Class, held: Option<&Held>) {
+            let (w, mask) = (self.word, std::mem::take(&mut self.mask));
+            if mask != 0 {
+                if let Some(h) = held {
+                    h.put(w, mask);
+                }
+                put_many(&c.bits, w, mask);
+            }
+        }
+    }
+
+    /// Writes slot `i`'s bytes as its owner, then frees it (state, then
+    /// bit, as `free`).
+    fn write_and_free(c: &Class, held: Option<&Held>, i: usize, g: u32, pid: u32) {
+        // SAFETY: we own slot i until we free it; a second owner, or a
+        // previous owner whose writes are not ordered before ours, is a
+        // race that loom reports.
+        c.payload[i].with_mut(|p| unsafe { *p = pid });
+        if let Some(h) = held {
+            h.put(i / WORD_BITS, 1 << (i % WORD_BITS));
+        }
+        free(c, i, g);
+    }
+
+    /// Every slot is free and findable: the bitmap is whole again (no bit
+    /// lost to a racing read-modify-write) and each slot is allocated
+    /// exactly once.
+    fn all_free(c: &Class, n: u32) {
+        assert_eq!(c.bits[0].load(Ordering::Relaxed), initial_word(n, 0));
+        let mut got: Vec<usize> = std::iter::from_fn(|| alloc(c, 9).map(|x| x.0)).collect();
+        got.sort();
+        assert_eq!(got, (0..n as usize).collect::<Vec<_>>());
+    }
+
+    /// A sender refills its cache with `take_many` (three bits of a
+    /// four-slot class) and claims one slot; it puts the other two bits
+    /// back with `put_many` while that slot is still in use (as
+    /// `Slab::put_back` does when a `Sender` is dropped with a message it
+    /// sent not yet freed), and then the slot is written and freed. Another
+    /// allocator meanwhile takes, uses and frees single slots
+    /// (`take_many` of one bit) twice. No bit is handed to two holders,
+    /// every claim of a bit taken succeeds (the bit named a free slot), no
+    /// slot gets two writers (and loom sees each slot's bytes written by
+    /// one owner at a time), and at the end every bit is set and every slot
+    /// allocatable.
+    #[test]
+    fn loom_take_many_and_put_many_race_single_allocations() {
+        let outcomes = loom_outcomes(|| {
+            let n = 4;
+            let c = class(n);
+            let held = Arc::new(Held::new(n));
+            let (c2, held2) = (c.clone(), held.clone());
+            let t = loom::thread::spawn(move || {
+                let mut got = Vec::new();
+                for _ in 0..2 {
+                    let mut single = Cache::default();
+                    if let Some((i, g)) = single.alloc(&c2, Some(&held2), 1, 2) {
+                        got.push(i);
+                        write_and_free(&c2, Some(&held2), i, g, 2);
+                    }
+                }
+                got
+            });
+            let mut cache = Cache::default();
+            let (i, g) = cache.alloc(&c, Some(&held), 3, 1).expect("a free slot");
+            let (taken, used) = (cache.mask | 1 << i, i);
+            cache.put_back(&c, Some(&held));
+            write_and_free(&c, Some(&held), i, g, 1);
+            let theirs = t.join().unwrap();
+            all_free(&c, n);
+            (taken, used, theirs)
+        });
+        // The races it is about: the other allocator took slot 0 before the
+        // batch was taken (the batch is then slots 1 to 3), and it got a
+        // slot whose bit the batch had taken and put back.
+        assert!(outcomes.iter().any(|o| o.0 == 0b1110));
+        assert!(outcomes.iter().any(|(taken, used, theirs)| theirs
+            .iter()
+            .any(|&i| i != *used && taken & 1 << i != 0)));
+    }
+
+    /// A sender holds both bits of a two-slot class in its cache. Another
+    /// allocator that finds the bitmap empty repairs it (which sets the
+    /// bits of the cached slots again: their states say free) and
+    /// allocates again, as `Slab::alloc` does when full, while the sender
+    /// uses a slot from its cache and puts the other bit back. The state word lets only one
+    /// of them write a slot (a cached bit whose slot the other got is
+    /// refused and dropped), and at the end every bit is set and both
+    /// slots are allocatable again, without another repair.
+    #[test]
+    fn loom_repair_lends_cached_slots_to_another_allocator() {
+        let outcomes = loom_outcomes(|| {
+            let n = 2;
+            let c = class(n);
+            let (word, mask) = take_many(&c.bits, 0, 2).unwrap();
+            assert_eq!((word, mask), (0, 0b11));
+            let mut cache = Cache {
+                word,
+                mask,
+                refused: 0,
+            };
+            let c2 = c.clone();
+            let t = loom::thread::spawn(move || {
+                let mut repaired = false;
+                let got = alloc(&c2, 2).or_else(|| {
+                    repaired = true;
+                    repair_all(&c2);
+                    alloc(&c2, 2)
+                });
+                if let Some((i, g)) = got {
+                    write_and_free(&c2, None, i, g, 2);
+                }
+                (repaired, got.map(|x| x.0))
+            });
+            let mine = cache.alloc(&c, None, 2, 1);
+            if let Some((i, g)) = mine {
+                write_and_free(&c, None, i, g, 1);
+            }
+            cache.put_back(&c, None);
+            let theirs = t.join().unwrap();
+            all_free(&c, n);
+            (cache.refused, mine.map(|x| x.0), theirs)
+        });
+        // (the sender's refused claims, its slot, (whether the other
+        // allocator repaired, its slot)): every possible outcome, among
+        // them the sender's claim of slot 0 refused because the other one
+        // got it through the repair. (It gets slot 0 without a repair only
+        // after the sender freed it, and slot 1 only from the repair.)
+        assert_eq!(
+            outcomes,
+            [
+                (0, Some(0), (false, Some(0))),
+                (0, Some(0), (true, Some(0))),
+                (0, Some(0), (true, Some(1))),
+                (1, Some(1), (true, Some(0))),
+            ]
+            .into()
+        );
     }
 }

@@ -95,3 +95,33 @@ atomic_word!(std::sync::atomic::AtomicU64, u64);
 atomic_word!(loom::sync::atomic::AtomicU32, u32);
 #[cfg(psyne_loom)]
 atomic_word!(loom::sync::atomic::AtomicU64, u64);
+
+/// Runs `model` under loom and returns the outcomes its executions
+/// reported, for a model to assert that it reached the interleavings it is
+/// about, not only that nothing failed in those it ran.
+///
+/// Loom's search (0.7) is not exhaustive: it remembers one last access
+/// per atomic, so a thread's load followed by another thread's load of the
+/// same word is forgotten, and when that second thread then writes the
+/// word (a compare-and-swap after a load, as every claim here does), the
+/// order with the write before the first load is never run (loom issues
+/// #166 and #392). A consumer that polls a cell before the producer's
+/// claim then never sees a message during the race. The models run such
+/// an observer after a `yield_now` (so the writes come first in loom's
+/// first schedule and its search moves the reads before them) and check
+/// the outcomes with this.
+#[cfg(all(test, psyne_loom))]
+pub(crate) fn loom_outcomes<T, F>(model: F) -> std::collections::BTreeSet<T>
+where
+    T: Ord + Send + 'static,
+    F: Fn() -> T + Send + Sync + 'static,
+{
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let seen2 = seen.clone();
+    loom::model(move || {
+        let outcome = model();
+        seen2.lock().unwrap().insert(outcome);
+    });
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    seen
+}
