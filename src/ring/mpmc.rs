@@ -756,7 +756,14 @@ mod loom_model {
     /// message is received exactly once, with its two words intact.
     #[test]
     fn loom_mpmc_each_message_once() {
-        loom::model(|| {
+        // With the yield below the full search takes more than 10 minutes;
+        // bounded to 3 preemptions it covers every schedule of that many
+        // forced switches (loom's own advice for larger models).
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new([false; 2]));
+        let seen2 = seen.clone();
+        b.check(move || {
             let m = mem(2);
             let producers: Vec<_> = (1..=2u64)
                 .map(|id| {
@@ -769,7 +776,11 @@ mod loom_model {
             let m2 = m.clone();
             let other = loom::thread::spawn(move || ring(&m2, false, false).pop(3));
             let r = ring(&m, false, false);
+            // Yield first, so that this consumer's pop also races the
+            // producers (see `sync::loom_outcomes`).
+            loom::thread::yield_now();
             let mut got: Vec<[u64; 2]> = r.pop(4).into_iter().collect();
+            seen2.lock().unwrap()[got.len()] = true;
             for p in producers {
                 p.join().unwrap();
             }
@@ -778,12 +789,14 @@ mod loom_model {
             got.sort();
             assert_eq!(got, [[1, 10], [2, 20]]);
         });
+        // The racing pop both missed and won a message, across runs.
+        assert_eq!(*seen.lock().unwrap(), [true, true]);
     }
 
     /// Two consumers race for one message: exactly one gets it. (The 2x2
-    /// model above covers more, but loom's search of its much larger state
-    /// space missed a consumer claim made with a store instead of a CAS;
-    /// this one does not.)
+    /// model above covers more; before its main thread yielded, loom never
+    /// let that thread's pop race the producers, and it missed a consumer
+    /// claim made with a store instead of a CAS. Both catch that now.)
     #[test]
     fn loom_two_consumers_one_message() {
         loom::model(|| {
@@ -882,7 +895,7 @@ mod loom_model {
     /// exactly once and the ring goes on.
     #[test]
     fn loom_a_dead_producers_claim_is_tombstoned() {
-        loom::model(|| {
+        let outcomes = crate::sync::loom_outcomes(|| {
             let m = mem(2);
             m.cells[0].store(mark(CLAIMED, 5, 0), Ordering::Relaxed);
             let m2 = m.clone();
@@ -892,7 +905,12 @@ mod loom_model {
             let m3 = m.clone();
             let live = loom::thread::spawn(move || ring(&m3, false, false).push(1, [7, 70]));
             let r = ring(&m, false, false);
-            let mut got: Vec<[u64; 2]> = r.pop(2).into_iter().collect();
+            // Yield first: loom would otherwise never schedule the racing
+            // pop after the spawned threads' writes (see
+            // `sync::loom_outcomes`).
+            loom::thread::yield_now();
+            let raced: Vec<[u64; 2]> = r.pop(2).into_iter().collect();
+            let mut got = raced.clone();
             assert_eq!(reaper.join().unwrap(), 1);
             assert_eq!(
                 live.join().unwrap(),
@@ -905,7 +923,13 @@ mod loom_model {
             r.push(1, [9, 90]).unwrap();
             assert_eq!(r.pop(2), Some([8, 80]));
             assert_eq!(r.pop(2), Some([9, 90]));
+            raced
         });
+        // The racing pop both missed and got the live message, across runs.
+        assert_eq!(
+            outcomes.into_iter().collect::<Vec<_>>(),
+            [vec![], vec![[7, 70]]]
+        );
     }
 
     /// Consumer 6 died holding position 0 before taking its message. A
