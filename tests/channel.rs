@@ -955,20 +955,23 @@ fn async_receive_and_send_under_tokio_and_a_plain_executor() {
     w.join().unwrap();
 }
 
-/// Polls two futures on one thread until both are done.
+/// Polls two futures on one thread (one waker for both) until both are
+/// done, dropping each as soon as it is (as `join!` does).
 fn join2<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
-    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut a, mut b) = (Some(Box::pin(a)), Some(Box::pin(b)));
     let (mut ra, mut rb) = (None, None);
     block_on(std::future::poll_fn(move |cx| {
         use std::task::Poll;
-        if ra.is_none() {
-            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+        if let Some(f) = a.as_mut() {
+            if let Poll::Ready(v) = f.as_mut().poll(cx) {
                 ra = Some(v);
+                a = None;
             }
         }
-        if rb.is_none() {
-            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+        if let Some(f) = b.as_mut() {
+            if let Poll::Ready(v) = f.as_mut().poll(cx) {
                 rb = Some(v);
+                b = None;
             }
         }
         if ra.is_some() && rb.is_some() {
@@ -1027,6 +1030,55 @@ fn async_loan_waits_for_a_slot_without_blocking_the_executor() {
     let ((), (firsts, last)) = join2(sender, receiver);
     assert_eq!(firsts, (0..16).map(|i| i as f32).collect::<Vec<_>>());
     assert_eq!(last, 99.0);
+
+    // Two futures waiting on one sender at once (one task, so one waker):
+    // both complete once room comes, whichever the helper woke for.
+    let uri = format!("memory://{}?capacity=2", name("atwo"));
+    let (tx, rx) = channel(&uri).unwrap();
+    tx.send_copy(&Shape::vector(1), &[1u32]).unwrap();
+    tx.send_copy(&Shape::vector(1), &[2u32]).unwrap();
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut got: Vec<u32> = (0..4)
+            .map(|_| rx.recv().unwrap().tensor::<u32>().unwrap()[0])
+            .collect();
+        got[2..].sort_unstable();
+        got
+    });
+    let mut a = tx.loan::<u32>(&Shape::vector(1)).unwrap();
+    a.tensor_mut::<u32>().unwrap()[0] = 3;
+    let mut b = tx.loan::<u32>(&Shape::vector(1)).unwrap();
+    b.tensor_mut::<u32>().unwrap()[0] = 4;
+    let (ra, rb) = join2(a.send_async(), b.send_async());
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(reader.join().unwrap(), [1, 2, 3, 4]);
+
+    // Free slots that no bitmap shows (here: set aside in another
+    // sender's slot cache) reach a waiting loan_async through the slab's
+    // repair, as they reach a blocking loan.
+    let uri = format!(
+        "memory://{}?capacity=64&slab=64KiB&pattern=mpmc&timeout_ms=5000",
+        name("arepair")
+    );
+    let (idle, rx) = channel(&uri).unwrap();
+    idle.send_copy(&shape, &[0.5f32; 1000]).unwrap();
+    drop(rx.recv().unwrap()); // `idle` keeps its cache (and spare slot)
+    let tx = Sender::connect(&uri).unwrap();
+    let want = 16 - idle.spare_slots() as usize;
+    let loans: Vec<_> = block_on(async {
+        let mut loans = Vec::new();
+        for _ in 0..want {
+            loans.push(tx.loan_async::<f32>(&shape).await.unwrap());
+        }
+        loans
+    });
+    assert_eq!(
+        loans.len(),
+        want,
+        "every slot not claimed by the idle sender"
+    );
+    drop(loans);
 
     // With timeout_ms, both async waits give up: loan_async on a full
     // slab, send_async on a full ring.

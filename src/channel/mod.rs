@@ -331,7 +331,9 @@ impl Sender {
     /// The first time it has to wait, the sender starts a helper thread
     /// that checks the slab's free bitmaps with pauses growing to 1 ms
     /// (freeing a slot signals no event) and wakes the task: a freed slot
-    /// is found within about a millisecond, and no core spins.
+    /// is found within about a millisecond, and no core spins. Every
+    /// 100 ms the task also tries again regardless, so that the slab's
+    /// repair finds slots no bitmap shows (those of a dead process, say).
     ///
     /// # Errors
     /// As [`Sender::loan`].
@@ -341,6 +343,7 @@ impl Sender {
             shape: *shape,
             deadline: None,
             ticket: None,
+            done: false,
             _t: std::marker::PhantomData,
         }
     }
@@ -434,7 +437,11 @@ impl Sender {
 
 impl Drop for Sender {
     fn drop(&mut self) {
-        // Before the endpoint leaves: the slots set aside go back.
+        // Before the endpoint leaves: its async helpers stop (they beat
+        // the endpoint's participant record), and the slots set aside go
+        // back.
+        drop(self.waiter.take());
+        drop(self.slot_waiter.take());
         drop(self.ahead.get_mut().take());
         self.ep.shared.seg.slab().put_back(self.cache.get_mut());
     }
@@ -566,7 +573,7 @@ impl Future for SendAsync<'_> {
             let t = config.timeout.unwrap_or_default();
             return Poll::Ready(Err(Error::Timeout(t)));
         }
-        self.ticket = Some(tx.waiter().arm(cx.waker(), deadline, 0));
+        self.ticket = Some(tx.waiter().arm(self.ticket, cx.waker(), deadline, 0));
         // Re-check after arming (room may have come just before).
         let loan = self.loan.take().expect("just stored");
         match try_send_now(loan) {
@@ -596,6 +603,7 @@ pub struct LoanAsync<'a, T> {
     /// As in [`SendAsync`].
     deadline: Option<Option<Instant>>,
     ticket: Option<u64>,
+    done: bool,
     _t: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -622,6 +630,15 @@ impl<'a, T: Element> Future for LoanAsync<'a, T> {
     type Output = Result<Loan<'a>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Loan<'a>>> {
+        assert!(!self.done, "polled after completion");
+        let r = self.as_mut().poll_once(cx);
+        self.done = r.is_ready();
+        r
+    }
+}
+
+impl<'a, T: Element> LoanAsync<'a, T> {
+    fn poll_once(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Loan<'a>>> {
         let config = self.tx.ep.shared.config;
         let deadline = *self.deadline.get_or_insert_with(|| deadline_of(&config));
         if let Some(r) = self.try_now().transpose() {
@@ -632,7 +649,11 @@ impl<'a, T: Element> Future for LoanAsync<'a, T> {
             return Poll::Ready(Err(Error::Timeout(t)));
         }
         let nbytes = self.shape.byte_size(T::DTYPE);
-        self.ticket = Some(self.tx.slot_waiter().arm(cx.waker(), deadline, nbytes));
+        self.ticket = Some(
+            self.tx
+                .slot_waiter()
+                .arm(self.ticket, cx.waker(), deadline, nbytes),
+        );
         // Re-check after arming (a slot may have been freed just before).
         match self.try_now().transpose() {
             Some(r) => Poll::Ready(r),
@@ -742,6 +763,14 @@ pub struct Receiver {
     ep: Endpoint,
     consumer: Cell<Consumer>,
     waiter: OnceCell<AsyncWaiter>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        // Before the endpoint leaves: the async helper stops (it beats the
+        // endpoint's participant record).
+        drop(self.waiter.take());
+    }
 }
 
 impl Receiver {
@@ -895,7 +924,7 @@ impl Future for Recv<'_> {
         if let Some(r) = rx.try_recv().transpose() {
             return Poll::Ready(r);
         }
-        self.ticket = Some(rx.waiter().arm(cx.waker(), None, 0));
+        self.ticket = Some(rx.waiter().arm(self.ticket, cx.waker(), None, 0));
         // Re-check: a message that came before the helper was armed would
         // not wake it.
         match rx.try_recv().transpose() {

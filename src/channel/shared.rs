@@ -202,20 +202,16 @@ fn proc_stat(pid: u32) -> Option<(char, u64)> {
     Some((state, start))
 }
 
-/// Whether /proc shows this process (it may be unmounted in a container).
-fn proc_readable() -> bool {
-    static READABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *READABLE.get_or_init(|| proc_stat(std::process::id()).is_some())
-}
-
 /// Whether process `pid`, started at `start` (0: unknown), is alive.
 fn alive(pid: u32, start: u64) -> bool {
     match proc_stat(pid) {
         Some(('Z' | 'X', _)) => false,
         Some((_, s)) => start == 0 || s == start,
-        None if pid == 0 || pid > i32::MAX as u32 || proc_readable() => false,
-        // Without /proc the start time cannot be checked: a process with
-        // the pid exists or not (EPERM: it exists, owned by another user).
+        None if pid == 0 || pid > i32::MAX as u32 => false,
+        // Not in /proc: gone, or hidden (/proc unmounted in a container,
+        // or mounted with hidepid and the process another user's). The
+        // start time cannot be checked then: a process with the pid exists
+        // or not (EPERM: it exists, owned by another user).
         None => !matches!(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None),
             Err(nix::errno::Errno::ESRCH)

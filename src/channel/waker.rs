@@ -1,23 +1,34 @@
 //! Async support without a runtime: a helper thread that sleeps on a
-//! channel's shared-memory event and wakes a task's `Waker`.
+//! channel's shared-memory event and wakes the tasks waiting on it.
 //!
 //! The futex an event sleeps on cannot be registered with an executor's
-//! reactor (it is not a file descriptor), so each endpoint that awaits gets
-//! one helper thread, started on its first pending poll. The thread is
-//! parked on a condition variable while no task waits, and asleep on the
-//! futex while one does: no core is busy-polled. It works under any
-//! executor (tokio, async-std, smol, a hand-written `block_on`). Like a
-//! blocked endpoint, it wakes every `REAP_INTERVAL` while a task waits, to
-//! look for dead peers (a task awaiting a killed producer is disconnected)
-//! and to beat the endpoint's heart. It also wakes the task at its
-//! deadline (the channel's `timeout_ms`), so the future can report
+//! reactor (it is not a file descriptor), so an endpoint that awaits gets a
+//! helper thread, started on its first pending poll. The thread is parked
+//! on a condition variable while no task waits, and asleep on the futex
+//! while one does: no core is busy-polled. It works under any executor
+//! (tokio, async-std, smol, a hand-written `block_on`). Like a blocked
+//! endpoint, it wakes every `REAP_INTERVAL` while a task waits, to look for
+//! dead peers (a task awaiting a killed producer is disconnected) and to
+//! beat the endpoint's heart. It also wakes the tasks at the earliest of
+//! their deadlines (the channel's `timeout_ms`), so a future can report
 //! `Error::Timeout`.
+//!
+//! Several futures may wait on one endpoint at once (`join!`, two local
+//! tasks sharing a sender): each pending future holds an entry (waker,
+//! deadline, size wanted) under a ticket of its own; when the condition
+//! holds or the earliest deadline passes, the helper wakes every entry's
+//! waker and forgets them all (a future still pending arms again), and a
+//! dropped future removes only its own entry.
 //!
 //! A sender waiting for a free slab slot (`Sender::loan_async`) has a
 //! second helper: the slab signals no event when a slot is freed, so that
-//! helper checks the free bitmaps with pauses growing from 20 us to 1 ms,
-//! as a thread blocked in `Sender::loan` does: the task hears of a freed
-//! slot within about a millisecond, and no core spins.
+//! helper checks the free bitmaps with pauses growing from 20 us to 1 ms
+//! (a thread blocked in `Sender::loan` spins and yields first, then sleeps
+//! with the same pauses), and every `REAP_INTERVAL` it also wakes the
+//! tasks so that their allocation attempt runs the slab's repair (which
+//! finds slots that no bitmap shows, such as those a dead process held).
+//! A task hears of a freed slot within about a millisecond, and no core
+//! spins.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -35,33 +46,50 @@ pub(crate) enum Which {
     /// The channel's not-full event.
     NotFull,
     /// A free slab slot. Freeing a slot signals no event, so the helper
-    /// checks the free bitmaps with growing pauses (20 us to 1 ms), as a
-    /// thread blocked in `Sender::loan` does.
+    /// checks the free bitmaps with growing pauses (20 us to 1 ms), and
+    /// wakes the tasks every `REAP_INTERVAL` regardless (their allocation
+    /// attempt runs the slab's repair).
     Slot,
 }
 
-/// What the waiting task asked for.
-#[derive(Default)]
-struct State {
-    /// The waker of the task waiting now, if any.
-    waker: Option<Waker>,
-    /// When to wake the task even if the condition does not hold (its
-    /// timeout).
+/// One pending future's request.
+struct Entry {
+    ticket: u64,
+    waker: Waker,
+    /// When to wake it even if the condition does not hold (its timeout).
     deadline: Option<Instant>,
     /// A parameter of the condition (`Which::Slot`: the bytes wanted).
     need: u64,
-    /// The ticket of the last `arm`, so that a future dropped after a newer
-    /// one armed does not take the newer one's waker away.
+}
+
+/// The pending futures of one endpoint.
+#[derive(Default)]
+struct State {
+    entries: Vec<Entry>,
+    /// The last ticket handed out.
     ticket: u64,
+}
+
+impl State {
+    /// The earliest deadline and the smallest need over the entries, or
+    /// `None` if there are none.
+    fn wanted(&self) -> Option<(Option<Instant>, u64)> {
+        let need = self.entries.iter().map(|e| e.need).min()?;
+        let deadline = self.entries.iter().filter_map(|e| e.deadline).min();
+        Some((deadline, need))
+    }
 }
 
 struct Inner {
     state: Mutex<State>,
     armed: Condvar,
     stop: AtomicBool,
+    /// Set by `arm` and `disarm`: the helper re-reads what is wanted (a
+    /// new entry may have an earlier deadline or a smaller size).
+    changed: AtomicBool,
 }
 
-/// One helper thread and the waker it is to wake.
+/// One helper thread and the futures it is to wake.
 pub(crate) struct AsyncWaiter {
     inner: Arc<Inner>,
     shared: Arc<Shared>,
@@ -83,6 +111,7 @@ impl AsyncWaiter {
             state: Mutex::new(State::default()),
             armed: Condvar::new(),
             stop: AtomicBool::new(false),
+            changed: AtomicBool::new(false),
         });
         let (i, s) = (inner.clone(), shared.clone());
         let thread = std::thread::Builder::new()
@@ -98,30 +127,60 @@ impl AsyncWaiter {
     }
 
     /// Asks for `waker` to be woken when the condition (with parameter
-    /// `need`) holds, or at `deadline`, replacing what was armed before.
-    /// The caller must re-check the condition after this call, so that a
-    /// change just before it is not missed. Returns a ticket for
+    /// `need`) holds, or at `deadline`. `ticket`: the one this future got
+    /// from an earlier `arm`, if any (its entry is updated, or made again
+    /// if the helper has woken it since). The caller must re-check the
+    /// condition after this call, so that a change just before it is not
+    /// missed. Returns the future's ticket, for the next `arm` and for
     /// [`AsyncWaiter::disarm`].
-    pub(crate) fn arm(&self, waker: &Waker, deadline: Option<Instant>, need: u64) -> u64 {
+    pub(crate) fn arm(
+        &self,
+        ticket: Option<u64>,
+        waker: &Waker,
+        deadline: Option<Instant>,
+        need: u64,
+    ) -> u64 {
         let mut st = lock(&self.inner.state);
-        match &mut st.waker {
-            Some(w) if w.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
+        let before = st.wanted().and_then(|(d, _)| d);
+        let ticket = ticket.unwrap_or_else(|| {
+            st.ticket += 1;
+            st.ticket
+        });
+        match st.entries.iter_mut().find(|e| e.ticket == ticket) {
+            Some(e) => {
+                if !e.waker.will_wake(waker) {
+                    e.waker = waker.clone();
+                }
+                e.deadline = deadline;
+                e.need = need;
+            }
+            None => st.entries.push(Entry {
+                ticket,
+                waker: waker.clone(),
+                deadline,
+                need,
+            }),
         }
-        st.deadline = deadline;
-        st.need = need;
-        st.ticket += 1;
+        self.inner.changed.store(true, Ordering::Release);
         self.inner.armed.notify_one();
-        st.ticket
+        drop(st);
+        // The helper may be asleep on the futex until a later deadline:
+        // let it see this earlier one (a spurious wake-up for any other
+        // sleeper on the event; a slot helper sleeps 1 ms at most).
+        let earlier = deadline.is_some_and(|d| before.is_none_or(|b| d < b));
+        if earlier {
+            if let Some(e) = event(&self.shared, self.which) {
+                e.notify();
+            }
+        }
+        ticket
     }
 
-    /// Forgets the waker armed with `ticket` (a future dropped while
-    /// pending), unless another has been armed since.
+    /// Removes the entry of `ticket` (a future done or dropped).
     pub(crate) fn disarm(&self, ticket: u64) {
         let mut st = lock(&self.inner.state);
-        if st.ticket == ticket {
-            st.waker = None;
-        }
+        st.entries.retain(|e| e.ticket != ticket);
+        self.inner.changed.store(true, Ordering::Release);
     }
 }
 
@@ -163,27 +222,26 @@ fn run(
     part: usize,
     ready: impl Fn(&Shared, u64) -> bool,
 ) {
+    let stop = || inner.stop.load(Ordering::Acquire);
     loop {
         // Parked until a task waits.
         {
             let mut st = lock(&inner.state);
-            while st.waker.is_none() && !inner.stop.load(Ordering::Acquire) {
+            while st.entries.is_empty() && !stop() {
                 st = inner.armed.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         }
-        let stop = || inner.stop.load(Ordering::Acquire);
         if stop() {
             return;
         }
         // Waits in slices of at most REAP_INTERVAL, re-reading what is
-        // armed after each (a newer future may have armed another deadline
-        // or size, or the waiting one may have been dropped).
+        // wanted after each and whenever a future arms or leaves.
         let wake = loop {
-            let (deadline, need, armed) = {
-                let st = lock(&inner.state);
-                (st.deadline, st.need, st.waker.is_some())
+            inner.changed.store(false, Ordering::Relaxed);
+            let Some((deadline, need)) = lock(&inner.state).wanted() else {
+                break false; // every future left
             };
-            if !armed || stop() {
+            if stop() {
                 break false;
             }
             let now = Instant::now();
@@ -191,21 +249,30 @@ fn run(
                 break true;
             }
             let slice = deadline.map_or(now + REAP_INTERVAL, |d| d.min(now + REAP_INTERVAL));
-            let cond = || ready(shared, need) || stop();
+            let changed = || inner.changed.load(Ordering::Acquire);
+            let cond = || ready(shared, need) || stop() || changed();
             let done = match event(shared, which) {
                 Some(e) => e.wait_until(cond, Some(slice)),
                 None => poll_until(cond, slice),
             };
+            if done && changed() && !stop() {
+                continue; // re-read what is wanted
+            }
             if done {
                 break true;
             }
             shared.beat(part);
             shared.reap();
+            if which == Which::Slot {
+                // Let the tasks try again: their allocation runs the
+                // slab's repair, which finds slots no bitmap shows.
+                break true;
+            }
         };
         if wake {
-            let waker = lock(&inner.state).waker.take();
-            if let Some(w) = waker {
-                w.wake();
+            let woken = std::mem::take(&mut lock(&inner.state).entries);
+            for e in woken {
+                e.waker.wake();
             }
         }
     }
