@@ -1137,14 +1137,13 @@ fn kill9(kid: &mut std::process::Child) {
     kid.wait().unwrap();
 }
 
-#[test]
-fn a_consumer_killed_holding_views_is_reaped() {
-    if in_child() {
-        return;
-    }
+/// A consumer process of a `pattern` channel receives 10 messages and is
+/// killed holding their views: a new consumer takes its place (reaping it:
+/// the views' slots come back) and gets everything sent from then on.
+fn consumer_killed_holding_views(pattern: &str) {
     use std::io::BufReader;
-    let n = name("kill-consumer");
-    let uri = format!("ipc://{n}?capacity=64&slab=16MiB&pattern=mpmc");
+    let n = name(&format!("kill-consumer-{pattern}"));
+    let uri = format!("ipc://{n}?capacity=64&slab=16MiB&pattern={pattern}");
     let tx = Sender::connect(&uri).unwrap();
     let seg = psyne::Segment::open(&n).unwrap();
     let mut hoarder = child("hoarder", &uri).spawn().unwrap();
@@ -1170,8 +1169,21 @@ fn a_consumer_killed_holding_views_is_reaped() {
     drop(tx);
     let out = drain.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("drained 90"));
-    assert_eq!(seg.slab().used_slots(), 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("drained 90"),
+        "{pattern}"
+    );
+    assert_eq!(seg.slab().used_slots(), 0, "{pattern}");
+}
+
+#[test]
+fn a_consumer_killed_holding_views_is_reaped() {
+    if in_child() {
+        return;
+    }
+    for pattern in ["spsc", "mpsc", "spmc", "mpmc"] {
+        consumer_killed_holding_views(pattern);
+    }
 }
 
 /// A producer process of a `pattern` channel sends 5 messages, then is
