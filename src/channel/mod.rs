@@ -335,6 +335,21 @@ impl Sender {
     /// 100 ms the task also tries again regardless, so that the slab's
     /// repair finds slots no bitmap shows (those of a dead process, say).
     ///
+    /// ```
+    /// # fn main() -> psyne::Result<()> {
+    /// let (tx, rx) = psyne::channel("memory://doc-async?capacity=8")?;
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// rt.block_on(async {
+    ///     let mut loan = tx.loan_async::<f32>(&psyne::Shape::vector(3)).await?;
+    ///     loan.tensor_mut::<f32>()?.copy_from_slice(&[1.0, 2.0, 3.0])?;
+    ///     loan.send_async().await?;
+    ///     let got = rx.recv_async().await?;
+    ///     assert_eq!(&*got.tensor::<f32>()?, &[1.0, 2.0, 3.0]);
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// As [`Sender::loan`].
     pub fn loan_async<T: Element>(&self, shape: &Shape) -> LoanAsync<'_, T> {
