@@ -1874,4 +1874,24 @@ fn the_examples_run_and_check_what_they_receive() {
         "{}",
         text(&consumer)
     );
+
+    // gpu_pipeline: a worker process binds the received slots on the GPU
+    // and a consumer checks every product against a CPU reference. Without
+    // an adapter it can only fail; CI sets PSYNE_REQUIRE_GPU (lavapipe is
+    // installed there), so there it must pass.
+    #[cfg(feature = "gpu")]
+    {
+        let out = example("gpu_pipeline").arg("20").output().unwrap();
+        if out.status.success() {
+            assert!(text(&out).contains("pipeline: ok"), "{}", text(&out));
+        } else {
+            let why = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                std::env::var_os("PSYNE_REQUIRE_GPU").is_none(),
+                "gpu_pipeline failed: {}{why}",
+                text(&out)
+            );
+            eprintln!("gpu_pipeline skipped (no usable GPU adapter?): {why}");
+        }
+    }
 }
