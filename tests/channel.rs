@@ -311,6 +311,19 @@ fn ipc_messages_sent_before_the_consumer_exists_are_kept() {
     assert!(matches!(rx.try_recv(), Err(Error::Disconnected("sender"))));
 }
 
+/// What `pattern` promises for `total` messages received as `lists` (one
+/// per consumer): queue patterns, each exactly once over all consumers;
+/// broadcast, each exactly once at every subscriber.
+fn delivered(pattern: &str, total: u64, lists: &[Vec<u64>]) {
+    if pattern == "broadcast" {
+        for (i, l) in lists.iter().enumerate() {
+            exactly_once(&format!("subscriber {i}"), total, std::slice::from_ref(l));
+        }
+    } else {
+        exactly_once(pattern, total, lists);
+    }
+}
+
 /// `producers` threads send `per` messages `[producer, seq]` each over a
 /// memory:// channel of `pattern` to `consumers` threads. Queue patterns:
 /// every message arrives exactly once over all consumers, in order per
@@ -348,14 +361,7 @@ fn across_threads(pattern: &str, producers: usize, consumers: usize, per: u64) {
         p.join().unwrap();
     }
     let lists: Vec<_> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
-    let total = producers as u64 * per;
-    if pattern == "broadcast" {
-        for (i, l) in lists.iter().enumerate() {
-            exactly_once(&format!("subscriber {i}"), total, std::slice::from_ref(l));
-        }
-    } else {
-        exactly_once(pattern, total, &lists);
-    }
+    delivered(pattern, producers as u64 * per, &lists);
 }
 
 // 1e6 messages per pattern, the stress size (a few seconds in a
@@ -838,14 +844,7 @@ fn across_processes(pattern: &str, producers: usize, consumers: usize, per: u64)
                 .collect::<Vec<_>>(),
         );
     }
-    let total = producers as u64 * per;
-    if pattern == "broadcast" {
-        for (i, l) in lists.iter().enumerate() {
-            exactly_once(&format!("subscriber {i}"), total, std::slice::from_ref(l));
-        }
-    } else {
-        exactly_once(pattern, total, &lists);
-    }
+    delivered(pattern, producers as u64 * per, &lists);
 }
 
 #[test]

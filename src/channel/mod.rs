@@ -639,20 +639,8 @@ impl<'a, T: Element> LoanAsync<'a, T> {
             Err(e) => Err(e),
         }
     }
-}
 
-impl<'a, T: Element> Future for LoanAsync<'a, T> {
-    type Output = Result<Loan<'a>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Loan<'a>>> {
-        assert!(!self.done, "polled after completion");
-        let r = self.as_mut().poll_once(cx);
-        self.done = r.is_ready();
-        r
-    }
-}
-
-impl<'a, T: Element> LoanAsync<'a, T> {
+    /// One poll of a future not yet done.
     fn poll_once(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Loan<'a>>> {
         let config = self.tx.ep.shared.config;
         let deadline = *self.deadline.get_or_insert_with(|| deadline_of(&config));
@@ -674,6 +662,17 @@ impl<'a, T: Element> LoanAsync<'a, T> {
             Some(r) => Poll::Ready(r),
             None => Poll::Pending,
         }
+    }
+}
+
+impl<'a, T: Element> Future for LoanAsync<'a, T> {
+    type Output = Result<Loan<'a>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Loan<'a>>> {
+        assert!(!self.done, "polled after completion");
+        let r = self.as_mut().poll_once(cx);
+        self.done = r.is_ready();
+        r
     }
 }
 
