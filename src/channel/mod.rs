@@ -53,7 +53,7 @@ pub use uri::{ChannelUri, Pattern, Policy, Transport};
 
 use crate::error::{Error, Result};
 use crate::ring::spsc::{Consumer, Producer};
-use crate::shm::{DataAccess, Slot, SlotCache, SlotMut};
+use crate::shm::{DataAccess, Slab, Slot, SlotCache, SlotMut};
 use crate::tensor::{Element, Shape};
 
 /// Opens both ends of the channel `uri` in this process.
@@ -136,6 +136,8 @@ struct Endpoint {
     joined: Joined,
     /// A broadcast receiver's subscriber record.
     sub: Option<usize>,
+    /// This endpoint's handle to the slab (see `Slab::private_handle`).
+    slab: Slab,
 }
 
 impl Endpoint {
@@ -146,6 +148,7 @@ impl Endpoint {
             Transport::Memory => {
                 let (shared, joined) = memory::open(&name, &u.params, side)?;
                 Ok(Endpoint {
+                    slab: shared.seg.slab().private_handle(),
                     shared,
                     home: Home::Memory(name),
                     side,
@@ -166,6 +169,7 @@ impl Endpoint {
                 }
                 let joined = shared.join(side)?;
                 Ok(Endpoint {
+                    slab: shared.seg.slab().private_handle(),
                     shared,
                     home: Home::Ipc(name),
                     side,
@@ -202,6 +206,10 @@ impl Drop for Endpoint {
 
 /// The sending end of a channel. `Send` (move it to another thread), not
 /// `Sync`: for several producers, connect several senders.
+// Aligned to two cache lines: its ring and cache state change on every
+// message and must not share a line with another thread's data (two
+// endpoints moved into adjacent heap blocks, say).
+#[repr(align(128))]
 pub struct Sender {
     ep: Endpoint,
     producer: Cell<Producer>,
@@ -266,7 +274,7 @@ impl Sender {
     fn alloc(&self, nbytes: u64, wait: bool) -> Result<SlotMut> {
         let shared = &self.ep.shared;
         if let Some(mut slot) = self.ahead.borrow_mut().take() {
-            if shared.seg.slab().first_class(nbytes) == Some(slot.location().0 as usize) {
+            if self.ep.slab.first_class(nbytes) == Some(slot.location().0 as usize) {
                 slot.reset(nbytes);
                 return Ok(slot);
             }
@@ -295,7 +303,7 @@ impl Sender {
                 }
             }
         };
-        let slab = shared.seg.slab();
+        let slab = &self.ep.slab;
         let mut cache = self.cache.borrow_mut();
         if wait && shared.config.policy == Policy::Block {
             slab.alloc_wait(nbytes, shared.config.timeout, Some(&mut cache), before_try)
@@ -436,9 +444,9 @@ impl Sender {
                     shared.config.pattern,
                     Pattern::Spsc | Pattern::Spmc | Pattern::Broadcast
                 );
-                *ahead = shared
-                    .seg
-                    .slab()
+                *ahead = self
+                    .ep
+                    .slab
                     .alloc_ahead(len, &mut self.cache.borrow_mut(), sole);
             }
         }
@@ -773,6 +781,8 @@ impl From<SendError<'_>> for Error {
 /// The receiving end of a channel. `Send`, not `Sync`: for competing
 /// consumers (`spmc`, `mpmc`), connect several receivers. Iterating
 /// receives until the channel is disconnected.
+// Aligned to two cache lines, as `Sender` is.
+#[repr(align(128))]
 pub struct Receiver {
     ep: Endpoint,
     consumer: Cell<Consumer>,
@@ -812,10 +822,13 @@ impl Receiver {
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Slot>> {
         let part = self.ep.joined.part;
         if let Some(sub) = self.ep.sub {
-            return self.ep.shared.recv_broadcast(sub, part, deadline);
+            return self
+                .ep
+                .shared
+                .recv_broadcast(&self.ep.slab, sub, part, deadline);
         }
         let mut c = self.consumer.get();
-        let r = self.ep.shared.recv(&mut c, part, deadline);
+        let r = self.ep.shared.recv(&self.ep.slab, &mut c, part, deadline);
         self.consumer.set(c);
         r
     }

@@ -69,7 +69,7 @@ use crate::shm::hook::{self, Point};
 use crate::shm::segment::area;
 use crate::shm::slab::Holder;
 use crate::shm::slot::GroupBit;
-use crate::shm::{Handle, Segment, Slot, SlotMut};
+use crate::shm::{Handle, Segment, Slab, Slot, SlotMut};
 use crate::sync::wait::Event;
 use crate::sync::Ordering;
 
@@ -1662,6 +1662,7 @@ impl Shared {
     /// messages it had not read.
     pub(crate) fn recv_broadcast(
         &self,
+        slab: &Slab,
         sub: usize,
         part: usize,
         deadline: Option<Instant>,
@@ -1669,7 +1670,6 @@ impl Shared {
         let ring = self.broadcast();
         let rec = self.subscriber(sub);
         let cap = self.config.capacity as u64;
-        let slab = self.seg.slab();
         loop {
             let v = rec.pos.load(Ordering::Acquire);
             let q = v & POS_MASK;
@@ -1769,8 +1769,7 @@ impl Shared {
     /// One message off a queue ring for endpoint `part`, if there is one:
     /// the slot's reference is taken before the ring lets go of the
     /// message, so that a crash in between is undone by a reaper.
-    fn take_one(&self, c: &mut Consumer, part: usize) -> Option<Result<Slot>> {
-        let slab = self.seg.slab();
+    fn take_one(&self, slab: &Slab, c: &mut Consumer, part: usize) -> Option<Result<Slot>> {
         if self.ring == RING_SPSC {
             let ring = self.spsc();
             let msg = ring.peek(c)?;
@@ -1793,12 +1792,13 @@ impl Shared {
     /// before `deadline` (`Some(now)` for a non-blocking try).
     pub(crate) fn recv(
         &self,
+        slab: &Slab,
         c: &mut Consumer,
         part: usize,
         deadline: Option<Instant>,
     ) -> Result<Option<Slot>> {
         loop {
-            if let Some(got) = self.take_one(c, part) {
+            if let Some(got) = self.take_one(slab, c, part) {
                 self.not_full().notify();
                 return got.map(Some);
             }
@@ -1811,7 +1811,10 @@ impl Shared {
                 // and a consumer that died may hold one back: look once
                 // more, after reaping.
                 self.reap();
-                return match self.take_one(c, part).or_else(|| self.take_returned(part)) {
+                return match self
+                    .take_one(slab, c, part)
+                    .or_else(|| self.take_returned(part))
+                {
                     Some(got) => got.map(Some),
                     None => Err(Error::Disconnected("sender")),
                 };

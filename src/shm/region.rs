@@ -2,12 +2,15 @@
 //! access to it at checked offsets.
 //!
 //! A [`Mapping`] is either a `MAP_SHARED` mapping of a POSIX shared-memory
-//! object (through memmap2) or a zeroed, page-aligned heap block (for
-//! in-process channels and for running the allocator under Miri). Everything
+//! object (through memmap2) or a zeroed, page-aligned private block (for
+//! in-process channels): an anonymous mapping, whose pages the kernel
+//! zeroes as they are first touched, or under Miri (which cannot map) a
+//! heap allocation. Everything
 //! above this module reaches shared bytes only through [`Mapping::at`],
 //! [`Mapping::bytes`] and [`Mapping::bytes_mut`], which check bounds and
 //! alignment.
 
+#[cfg(miri)]
 use std::alloc::{self, Layout};
 use std::fs::File;
 use std::ptr::NonNull;
@@ -15,10 +18,14 @@ use std::ptr::NonNull;
 use crate::error::{Error, Result};
 
 /// Alignment of heap-backed regions (one page, like a real mapping).
+#[cfg(any(miri, test))]
 pub(crate) const HEAP_ALIGN: usize = 4096;
 
 enum Backing {
     Mmap(#[allow(dead_code)] memmap2::MmapRaw),
+    #[cfg(not(miri))]
+    Anon(#[allow(dead_code)] memmap2::MmapMut),
+    #[cfg(miri)]
     Heap(Layout),
 }
 
@@ -27,6 +34,8 @@ pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
     writable: bool,
+    /// What owns the memory (a mapping unmaps when dropped).
+    #[cfg_attr(not(miri), allow(dead_code))]
     backing: Backing,
 }
 
@@ -58,7 +67,26 @@ impl Mapping {
         })
     }
 
-    /// A zeroed heap block of `len` bytes, page-aligned.
+    /// A zeroed private block of `len` bytes, page-aligned: an anonymous
+    /// mapping (no page is touched until used, so a large in-process slab
+    /// costs nothing to create or drop beyond the pages it used).
+    #[cfg(not(miri))]
+    pub(crate) fn heap(len: usize) -> Result<Self> {
+        let mut map = memmap2::MmapOptions::new()
+            .len(len.max(1))
+            .map_anon()
+            .map_err(|e| Error::io(format!("mapping {len} bytes of anonymous memory"), e))?;
+        let ptr = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
+        Ok(Mapping {
+            ptr,
+            len,
+            writable: true,
+            backing: Backing::Anon(map),
+        })
+    }
+
+    /// A zeroed heap block of `len` bytes, page-aligned (Miri cannot map).
+    #[cfg(miri)]
     pub(crate) fn heap(len: usize) -> Result<Self> {
         let layout = Layout::from_size_align(len.max(1), HEAP_ALIGN)
             .map_err(|_| Error::InvalidConfig(format!("{len} bytes is too large to allocate")))?;
@@ -177,12 +205,13 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        #[cfg(miri)]
         if let Backing::Heap(layout) = self.backing {
             // SAFETY: allocated in `heap` with exactly this layout and not
             // freed before.
             unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
         }
-        // An Mmap backing unmaps in its own Drop.
+        // A mapped backing unmaps in its own Drop.
     }
 }
 

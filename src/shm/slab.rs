@@ -375,6 +375,10 @@ pub struct Slab {
     pub(crate) inner: Arc<SlabInner>,
 }
 
+// Aligned to two cache lines (the adjacent-line prefetcher's pair): the
+// reference count in front of it is written on every allocation and
+// receive, and must not share a line with another thread's data.
+#[repr(align(128))]
 pub(crate) struct SlabInner {
     pub(crate) mem: Arc<Memory>,
     pub(crate) classes: Vec<Class>,
@@ -632,6 +636,27 @@ impl Slab {
                 pid: std::process::id(),
                 repaired_ms: AtomicU64::new(u64::MAX),
                 created: Instant::now(),
+            }),
+        }
+    }
+
+    /// Another handle to the same slab, with a reference count of its own.
+    ///
+    /// Every slot keeps its slab handle alive (a clone of an `Arc`, made
+    /// on each allocation and receive, dropped with the slot). Threads
+    /// that share one handle bounce that count's cache line between their
+    /// cores on every message; a channel endpoint keeps a handle of its
+    /// own, so that a producer and a consumer thread of one process touch
+    /// only counts in their own caches.
+    pub(crate) fn private_handle(&self) -> Slab {
+        let i = &self.inner;
+        Slab {
+            inner: Arc::new(SlabInner {
+                mem: i.mem.clone(),
+                classes: i.classes.clone(),
+                pid: i.pid,
+                repaired_ms: AtomicU64::new(u64::MAX),
+                created: i.created,
             }),
         }
     }
