@@ -681,14 +681,21 @@ fn broadcast_every_subscriber_sees_every_message() {
     let subs: Vec<_> = (0..3)
         .map(|_| {
             let rx = Receiver::connect(&uri).unwrap();
-            std::thread::spawn(move || recv_n(&rx, 5_000, 16))
+            std::thread::spawn(move || {
+                recv_n(&rx, 5_000, 16);
+                rx
+            })
         })
         .collect();
     send_n(&tx, 5_000, 16);
     drop(tx);
-    for s in subs {
-        s.join().unwrap();
-    }
+    let mut subs: Vec<Receiver> = subs.into_iter().map(|s| s.join().unwrap()).collect();
+    // Each subscriber counts what it received; the channel sums them, also
+    // over subscribers that have left.
+    assert_eq!(subs[0].counts(), (5_000, 15_000, 0));
+    subs.truncate(1);
+    assert_eq!(subs[0].counts(), (5_000, 15_000, 0));
+    drop(subs);
     // A ring longer than the slab has slots: the ring gives slots back as
     // soon as every subscriber has read them, so nothing deadlocks.
     let small = format!(

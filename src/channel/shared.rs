@@ -78,7 +78,7 @@ const MAGIC: u32 = u32::from_le_bytes(*b"CHN1");
 /// flight; claimer ids and tombstones in MPMC cells; broadcast holder table.
 /// Version 3: sender and receiver masks instead of counts; the returned
 /// hint; `RETURNED` MPMC cells; SPSC cells with a sequence word.
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 const COUNTERS: usize = 128;
 const EVENTS: usize = 256;
 const TAIL: usize = 384;
@@ -153,7 +153,12 @@ struct Subscriber {
     state: AtomicU32,
     /// The process that owns the record.
     pid: AtomicU32,
-    _reserved: [AtomicU64; 6],
+    /// Messages received through this record, by all its owners so far
+    /// (never reset: `stats` sums the records). Written by the owner only,
+    /// on the line it writes anyway (`pos`), so that subscribers on
+    /// different cores do not share a counter's line.
+    received: AtomicU64,
+    _reserved: [AtomicU64; 5],
 }
 
 const _: () = assert!(std::mem::size_of::<Subscriber>() == SUB_SIZE);
@@ -266,9 +271,13 @@ struct Counters {
     /// set by the reaper that returns one, cleared by a consumer before it
     /// looks for them).
     returned: AtomicU64,
-    /// Broadcast: messages received, over all subscribers (queue rings
-    /// count with their head index instead).
-    received: AtomicU64,
+    /// Broadcast: bit `i` set once subscriber record `i` has been claimed
+    /// (set before the claim, never cleared): the publisher's scans of the
+    /// subscribers' positions read only these records. A stale bit costs
+    /// one load of a record's state; a bit is never missing for a record
+    /// that is active. (Until channel area version 3: the received count,
+    /// now in the subscriber records.)
+    subscribed: AtomicU64,
     dropped: AtomicU64,
 }
 
@@ -1107,9 +1116,20 @@ impl Shared {
         }
     }
 
+    /// Subscriber records that may be active (see `Counters::subscribed`).
+    fn subscribed(&self) -> impl Iterator<Item = usize> {
+        let mut bits = self.counters().subscribed.load(Ordering::Acquire);
+        std::iter::from_fn(move || {
+            let i = (bits != 0).then(|| bits.trailing_zeros() as usize)?;
+            bits &= bits - 1;
+            Some(i)
+        })
+        .filter(|&i| i < MAX_SUBSCRIBERS)
+    }
+
     /// The lowest next position over active subscribers (None: none).
     fn slowest(&self) -> Option<u64> {
-        (0..MAX_SUBSCRIBERS)
+        self.subscribed()
             .filter_map(|i| {
                 let rec = self.subscriber(i);
                 (rec.state.load(Ordering::Acquire) == SUB_ACTIVE)
@@ -1208,6 +1228,15 @@ impl Shared {
     fn claim_subscriber(&self, me: u32) -> Option<usize> {
         let take = |i: usize, from: u32| {
             let rec = self.subscriber(i);
+            if rec.state.load(Ordering::Relaxed) != from {
+                return false;
+            }
+            // The bit first: a record is never active without it (scans
+            // that started before it was set may miss the record, as a
+            // scan that had passed the record would have before).
+            self.counters()
+                .subscribed
+                .fetch_or(1 << i, Ordering::AcqRel);
             if rec
                 .state
                 .compare_exchange(from, SUB_ACTIVE, Ordering::AcqRel, Ordering::Relaxed)
@@ -1292,12 +1321,11 @@ impl Shared {
         let c = self.counters();
         let dropped = c.dropped.load(Ordering::Relaxed);
         if self.ring == RING_BROADCAST {
-            // Received: summed over subscribers.
-            return (
-                self.broadcast().tail(),
-                c.received.load(Ordering::Relaxed),
-                dropped,
-            );
+            // Received: summed over subscriber records.
+            let received = (0..MAX_SUBSCRIBERS)
+                .map(|i| self.subscriber(i).received.load(Ordering::Relaxed))
+                .sum();
+            return (self.broadcast().tail(), received, dropped);
         }
         // Queue rings: the indices count for us (no counter on the hot
         // path); messages dropped by drop_oldest left through `head` too.
@@ -1590,7 +1618,7 @@ impl Shared {
     /// (a few instructions, unless its process died: then until it is
     /// reaped, which this wait does itself).
     fn force_out(&self, r: u64, part: usize) {
-        for i in 0..MAX_SUBSCRIBERS {
+        for i in self.subscribed() {
             let rec = self.subscriber(i);
             let mut waited = Instant::now();
             let backoff = crossbeam_utils::Backoff::new();
@@ -1729,7 +1757,8 @@ impl Shared {
                         },
                     );
                     view.check_len(h.len)?;
-                    self.counters().received.fetch_add(1, Ordering::Relaxed);
+                    let n = rec.received.load(Ordering::Relaxed);
+                    rec.received.store(n + 1, Ordering::Relaxed);
                     return Ok(Some(view));
                 }
                 Read::Lagged { oldest } => {
