@@ -464,9 +464,10 @@ impl Segment {
         result
     }
 
-    /// An anonymous segment in this process's heap, with the same layout and
+    /// An anonymous segment in this process's private memory (an anonymous
+    /// mapping; a heap block under Miri), with the same layout and
     /// allocator, for in-process use (and for tests that cannot create
-    /// shared memory, such as under Miri).
+    /// shared memory, such as under Miri). Pages cost nothing until used.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for an impossible configuration.

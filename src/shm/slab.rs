@@ -367,7 +367,7 @@ fn cache_take(slot_count: u32) -> u32 {
     (slot_count / 8).min(16)
 }
 
-/// A slab allocator inside a segment (or a heap region).
+/// A slab allocator inside a segment (named, or anonymous in-process).
 ///
 /// Cheap to clone: clones share the same memory. Slots keep the memory alive.
 #[derive(Clone)]
@@ -383,8 +383,9 @@ pub(crate) struct SlabInner {
     pub(crate) mem: Arc<Memory>,
     pub(crate) classes: Vec<Class>,
     pub(crate) pid: u32,
-    /// When this process last repaired the free bitmaps because an
-    /// allocation found the slab full (milliseconds since `created`).
+    /// When an allocation through this handle (the process's, or an
+    /// endpoint's own, see `private_handle`) last repaired the free bitmaps
+    /// because it found the slab full (milliseconds since `created`).
     repaired_ms: AtomicU64,
     created: Instant,
 }
