@@ -428,11 +428,10 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     area: usize,
     ring: u8,
-    /// Control-mapping offsets of the subscriber, holder and participant
-    /// tables (computed once: the holder table's size depends on the slab).
+    /// Control-mapping offsets of the subscriber and holder tables
+    /// (computed once: the holder table's size depends on the slab).
     subscribers_at: usize,
     holders_at: usize,
-    participants_at: usize,
     /// The ring's words, looked up (and bounds-checked) once: every send
     /// and receive uses them.
     ring_words: RingWords,
@@ -446,6 +445,11 @@ struct RingWords {
     cells: NonNull<AtomicU64>,
     /// Words in `cells`.
     cells_len: usize,
+    /// The counters, the two events and participant record 0 (of
+    /// `MAX_PARTICIPANTS`), also touched on every message.
+    counters: NonNull<Counters>,
+    events: NonNull<Event>,
+    participants: NonNull<Participant>,
 }
 
 // SAFETY: the pointers name atomics in a shared mapping (accessed only
@@ -598,13 +602,19 @@ impl Shared {
                 head: NonNull::from(control.at::<AtomicU64>(area + HEAD)),
                 cells: NonNull::from(cells).cast(),
                 cells_len: n,
+                counters: NonNull::from(control.at::<Counters>(area + COUNTERS)),
+                events: NonNull::from(control.slice_at::<Event>(area + EVENTS, 2)).cast(),
+                participants: NonNull::from(control.slice_at::<Participant>(
+                    area + config.participants_offset(),
+                    MAX_PARTICIPANTS,
+                ))
+                .cast(),
             }
         };
         Shared {
             ring_words,
             subscribers_at: area + config.subscribers_offset(),
             holders_at: area + config.holders_offset(),
-            participants_at: area + config.participants_offset(),
             seg,
             config,
             area,
@@ -618,15 +628,18 @@ impl Shared {
     }
 
     fn counters(&self) -> &Counters {
-        // SAFETY: atomics only, valid for any bits; in bounds (area size
-        // checked at format/attach).
-        unsafe { self.seg.control().at(self.area + COUNTERS) }
+        // SAFETY: atomics only, valid for any bits; checked in bounds when
+        // `Shared::new` looked them up (area size checked at
+        // format/attach); `self.seg` keeps them mapped for the borrow.
+        unsafe { self.ring_words.counters.as_ref() }
     }
 
     fn event(&self, which: usize) -> &Event {
+        assert!(which < 2, "psyne bug: event index");
         // SAFETY: an Event is two atomics, valid for any bits (zero is its
-        // initial state); in bounds.
-        unsafe { self.seg.control().at(self.area + EVENTS + which * 8) }
+        // initial state); one of the two checked in bounds by
+        // `Shared::new`, kept mapped by `self.seg`.
+        unsafe { self.ring_words.events.add(which).as_ref() }
     }
 
     pub(crate) fn not_empty(&self) -> &Event {
@@ -707,10 +720,11 @@ impl Shared {
 
     fn participant(&self, i: usize) -> &Participant {
         assert!(i < MAX_PARTICIPANTS, "psyne bug: participant index");
-        let at = self.participants_at + i * PART_SIZE;
-        // SAFETY: atomics, valid for any bits; in bounds (area size checked
-        // at format/attach includes the table); 8-aligned (as above).
-        unsafe { self.seg.control().at(at) }
+        // SAFETY: atomics, valid for any bits; record `i` of the
+        // `MAX_PARTICIPANTS` that `Shared::new` checked in bounds and
+        // aligned (the area size checked at format/attach includes the
+        // table); kept mapped by `self.seg`.
+        unsafe { self.ring_words.participants.add(i).as_ref() }
     }
 
     /// Records a sign of life of endpoint `part`.

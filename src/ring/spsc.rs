@@ -59,7 +59,9 @@ impl<'a, A: AtomicWord<Value = u64>> Spsc<'a, A> {
     /// `(seq, lo, hi)` of the cell position `index` uses.
     fn cell(&self, index: u64) -> (&'a A, &'a A, &'a A) {
         let i = (index & (self.capacity() - 1)) as usize * CELL_WORDS;
-        (&self.cells[i], &self.cells[i + 1], &self.cells[i + 2])
+        // One bounds check for the three words.
+        let c: &'a [A] = &self.cells[i..i + 3];
+        (&c[0], &c[1], &c[2])
     }
 
     /// Whether the cell of position `pos` holds `pos`'s message.
