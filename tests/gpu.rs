@@ -491,6 +491,34 @@ fn device_copies_and_scratch_tensors() {
 }
 
 #[test]
+fn imports_last_as_long_as_the_channel_not_the_endpoint_that_bound() {
+    if contexts().is_none() {
+        return;
+    }
+    let zero = &GpuContext::with_options(&GpuOptions::from_env()).unwrap();
+    if !zero.info().zero_copy {
+        eprintln!("skipped: no zero-copy on this adapter");
+        return;
+    }
+    let uri = format!("memory://gpu-import-{}?capacity=4", std::process::id());
+    let tx = Sender::connect(&uri).unwrap();
+    let rx = Receiver::connect(&uri).unwrap();
+    tx.send_copy(&Shape::vector(8), &[1.0f32; 8]).unwrap();
+    let got = rx.recv().unwrap();
+    let b = zero.bind(&got).unwrap();
+    assert_eq!(b.route(), Route::ZeroCopy);
+    assert_eq!(zero.imported_chunks(), 1);
+    // A received slot belongs to its receiver's own slab handle; the
+    // import belongs to the segment, which the sender still holds open.
+    drop(b);
+    drop(got);
+    drop(rx);
+    assert_eq!(zero.imported_chunks(), 1, "the channel is still open");
+    drop(tx);
+    assert_eq!(zero.imported_chunks(), 0, "the channel is gone");
+}
+
+#[test]
 fn pages_are_imported_once_per_segment_chunk() {
     if contexts().is_none() {
         return;

@@ -6,14 +6,15 @@
 //!      0   128  ChannelMeta: magic "CHN1", version, pattern, policy, ring kind,
 //!               capacity, slab size, largest message, block timeout (immutable)
 //!    128   128  counters: sender and receiver masks (a bit per participant
-//!               record), seen flags, returned hint, received, dropped
+//!               record), seen flags, returned hint, subscribed mask, dropped
 //!    256   128  events: not_empty, not_full (8 bytes each, see sync::wait)
 //!    384   128  ring tail (its own cache line pair)
 //!    512   128  ring head (broadcast: how far the ring's references are released)
 //!    640   ...  ring cells: capacity x 4 words (a sequence word, the message,
 //!               padding; see the ring modules)
-//!          ...  broadcast only: 64 subscriber records of 64 bytes, then the
-//!               holder table (one word per slab slot)
+//!          ...  broadcast only: 64 subscriber records of 64 bytes (position,
+//!               state, pid, messages received), then the holder table (one
+//!               word per slab slot)
 //!          ...  64 participant records of 64 bytes
 //! ```
 //!
@@ -78,8 +79,15 @@ const MAGIC: u32 = u32::from_le_bytes(*b"CHN1");
 /// flight; claimer ids and tombstones in MPMC cells; broadcast holder table.
 /// Version 3: sender and receiver masks instead of counts; the returned
 /// hint; `RETURNED` MPMC cells; SPSC cells with a sequence word.
+/// Version 4: each broadcast subscriber record counts what it received; the
+/// counter word at 160 became the `subscribed` mask.
 const VERSION: u32 = 4;
 const COUNTERS: usize = 128;
+#[cfg(not(psyne_loom))]
+const _: () = assert!(
+    std::mem::size_of::<Event>() == 8,
+    "the events are 8 bytes apart"
+);
 const EVENTS: usize = 256;
 const TAIL: usize = 384;
 const HEAD: usize = 512;
@@ -637,8 +645,9 @@ impl Shared {
     fn event(&self, which: usize) -> &Event {
         assert!(which < 2, "psyne bug: event index");
         // SAFETY: an Event is two atomics, valid for any bits (zero is its
-        // initial state); one of the two checked in bounds by
-        // `Shared::new`, kept mapped by `self.seg`.
+        // initial state; 8 bytes, as the layout's offsets assume: asserted
+        // below); one of the two checked in bounds by `Shared::new`, kept
+        // mapped by `self.seg`.
         unsafe { self.ring_words.events.add(which).as_ref() }
     }
 

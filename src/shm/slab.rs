@@ -383,11 +383,15 @@ pub(crate) struct SlabInner {
     pub(crate) mem: Arc<Memory>,
     pub(crate) classes: Vec<Class>,
     pub(crate) pid: u32,
-    /// When an allocation through this handle (the process's, or an
-    /// endpoint's own, see `private_handle`) last repaired the free bitmaps
-    /// because it found the slab full (milliseconds since `created`).
+    /// When this process last repaired the free bitmaps because an
+    /// allocation found the slab full (milliseconds since `created`). Only
+    /// the root's is used (see `root`).
     repaired_ms: AtomicU64,
     created: Instant,
+    /// For an endpoint's own handle (`Slab::private_handle`): the handle of
+    /// the segment it was made from, which stands for the slab in this
+    /// process (its repair clock; the GPU module's key). `None`: this is it.
+    root: Option<Arc<SlabInner>>,
 }
 
 impl std::fmt::Debug for Slab {
@@ -637,6 +641,7 @@ impl Slab {
                 pid: std::process::id(),
                 repaired_ms: AtomicU64::new(u64::MAX),
                 created: Instant::now(),
+                root: None,
             }),
         }
     }
@@ -649,17 +654,28 @@ impl Slab {
     /// cores on every message; a channel endpoint keeps a handle of its
     /// own, so that a producer and a consumer thread of one process touch
     /// only counts in their own caches.
+    ///
+    /// The new handle keeps the segment's own handle alive, which still
+    /// stands for the slab in this process: one repair clock for all
+    /// handles, one key for the GPU module's imports.
     pub(crate) fn private_handle(&self) -> Slab {
-        let i = &self.inner;
+        let root = self.root().clone();
         Slab {
             inner: Arc::new(SlabInner {
-                mem: i.mem.clone(),
-                classes: i.classes.clone(),
-                pid: i.pid,
+                mem: root.mem.clone(),
+                classes: root.classes.clone(),
+                pid: root.pid,
                 repaired_ms: AtomicU64::new(u64::MAX),
-                created: i.created,
+                created: root.created,
+                root: Some(root),
             }),
         }
+    }
+
+    /// The handle that stands for this slab in this process (the
+    /// segment's; see `private_handle`).
+    pub(crate) fn root(&self) -> &Arc<SlabInner> {
+        self.inner.root.as_ref().unwrap_or(&self.inner)
     }
 
     pub(crate) fn hot(&self, c: &Class) -> &ClassHot {
@@ -916,12 +932,12 @@ impl Slab {
     /// Whether this process may run a repair for a full slab now (and, if
     /// so, notes that it does).
     fn repair_due(&self) -> bool {
-        let now = self.inner.created.elapsed().as_millis() as u64;
-        let last = self.inner.repaired_ms.load(Ordering::Relaxed);
+        let root = self.root();
+        let now = root.created.elapsed().as_millis() as u64;
+        let last = root.repaired_ms.load(Ordering::Relaxed);
         let due =
             last == u64::MAX || now.saturating_sub(last) >= REPAIR_INTERVAL.as_millis() as u64;
-        due && self
-            .inner
+        due && root
             .repaired_ms
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()

@@ -219,7 +219,7 @@ impl SlotRef {
     fn raw_range(&self) -> RawRange {
         let c = self.slab.class(self.class);
         RawRange {
-            owner: std::sync::Arc::downgrade(&self.slab.inner),
+            owner: std::sync::Arc::downgrade(self.slab.root()),
             mem: self.slab.inner.mem.clone(),
             offset: self.data_offset(),
             len: self.len(),
@@ -243,8 +243,10 @@ impl SlotRef {
 /// Where a slot's payload lies in its data mapping (see `SlotRef::raw_range`).
 #[cfg(feature = "gpu")]
 pub(crate) struct RawRange {
-    /// The slab's state, held by every segment handle, slab and slot of
-    /// this mapping: when none is left, nobody can bind from it again.
+    /// The slab's state as this process knows it (`Slab::root`), held by
+    /// every segment handle, slab and slot of this mapping (an endpoint's
+    /// own handle holds it too): when none is left, nobody can bind from
+    /// it again.
     pub(crate) owner: std::sync::Weak<super::slab::SlabInner>,
     /// The mappings; the data mapping holds the payload.
     pub(crate) mem: std::sync::Arc<super::region::Memory>,
