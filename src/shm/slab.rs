@@ -1065,14 +1065,15 @@ impl Slab {
         // The rest of the tensor header, wanted next by most receivers:
         // fetch it while the claim below waits for the state's line.
         hint::prefetch_read((s as *const SlotAtomics).cast::<u8>().wrapping_add(64));
-        // In a class too small for senders to cache (see `SlotCache`), every
-        // allocation takes its bit from the free bitmap word, so the word
-        // is in the allocator's core: fetch it for writing now, while the
-        // claim waits, so that dropping the view (often right before a
-        // reply is sent) does not wait for it. (In cached classes the
-        // word stays with the freeing side anyway.)
+        // In a class too small for senders to cache many slots at once
+        // (see `SlotCache`), allocations take bits from the free bitmap
+        // word every message or every few, so the word is mostly in the
+        // allocator's core: fetch it for writing now, while the claim
+        // waits, so that dropping the view (often right before a reply is
+        // sent) does not wait for it. (Where a sender takes 8 bits or more
+        // at a time, the word stays with the freeing side anyway.)
         let c = self.class(ci);
-        if cache_take(c.slot_count) <= 1 {
+        if cache_take(c.slot_count) < 8 {
             if let Some(w) = self.bits(c).get(index as usize / freebits::WORD_BITS) {
                 hint::prefetch_write((w as *const AtomicU64).cast());
             }
