@@ -53,12 +53,12 @@ fn main() {
     threads(&mut c);
     throughput(&mut c);
     c.final_summary();
-    // After criterion's cases (a name filter given to the bench applies).
+    // After criterion's cases: with no name filter, or one naming it.
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    if filters.iter().all(|f| "paired_ratio".contains(f.as_str())) {
+    if filters.is_empty() || filters.iter().any(|f| f.contains("paired")) {
         paired_ratio();
     }
 }
@@ -187,19 +187,8 @@ fn paired_ratio() {
     w.store(PAUSE, Ordering::Release);
     let mut cl_kid = spawn("cacheline", &[&path]);
     println!("paired_ratio: one-way ipc latency / cache-line round trip, {PAIRS} alternating blocks of {BLOCK}");
-    for (size, label, slab) in [
-        (64u64, "64B", "1MiB"),
-        (4 << 10, "4KiB", "1MiB"),
-        (1 << 20, "1MiB", "64MiB"),
-        (64 << 20, "64MiB", "512MiB"),
-    ] {
-        let id = std::process::id();
-        let params = format!("?capacity=64&slab={slab}&max_msg={size}&pattern=spsc");
-        let ping = format!("ipc://bench-pping-{id}-{label}{params}");
-        let pong = format!("ipc://bench-ppong-{id}-{label}{params}");
-        let tx = Sender::connect(&ping).unwrap();
-        let rx = Receiver::connect(&pong).unwrap();
-        let mut kid = spawn("echo", &[&ping, &pong, &size.to_string()]);
+    for (size, label, slab) in IPC_SIZES {
+        let (tx, rx, mut kid) = echo_pair("p", size, label, slab);
         let ipc_block = |n: u32| {
             let trip = || {
                 tx.loan_bytes(size).unwrap().send().unwrap();
@@ -239,21 +228,32 @@ fn paired_ratio() {
     let _ = std::fs::remove_file(path);
 }
 
+/// The ipc cases: message size, its label, the slab of the channels.
+const IPC_SIZES: [(u64, &str, &str); 4] = [
+    (64, "64B", "1MiB"),
+    (4 << 10, "4KiB", "1MiB"),
+    (1 << 20, "1MiB", "64MiB"),
+    (64 << 20, "64MiB", "512MiB"),
+];
+
+/// A ping and a pong `ipc://` spsc channel for messages of `size` bytes
+/// and the echo process answering on them (`tag` keeps the names of two
+/// users apart).
+fn echo_pair(tag: &str, size: u64, label: &str, slab: &str) -> (Sender, Receiver, Child) {
+    let id = std::process::id();
+    let params = format!("?capacity=64&slab={slab}&max_msg={size}&pattern=spsc");
+    let ping = format!("ipc://bench-{tag}ping-{id}-{label}{params}");
+    let pong = format!("ipc://bench-{tag}pong-{id}-{label}{params}");
+    let tx = Sender::connect(&ping).unwrap();
+    let rx = Receiver::connect(&pong).unwrap();
+    let kid = spawn("echo", &[&ping, &pong, &size.to_string()]);
+    (tx, rx, kid)
+}
+
 fn ipc(c: &mut Criterion) {
     let mut g = c.benchmark_group("ipc_rtt");
-    for (size, label, slab) in [
-        (64u64, "64B", "1MiB"),
-        (4 << 10, "4KiB", "1MiB"),
-        (1 << 20, "1MiB", "64MiB"),
-        (64 << 20, "64MiB", "512MiB"),
-    ] {
-        let id = std::process::id();
-        let params = format!("?capacity=64&slab={slab}&max_msg={size}&pattern=spsc");
-        let ping = format!("ipc://bench-ping-{id}-{label}{params}");
-        let pong = format!("ipc://bench-pong-{id}-{label}{params}");
-        let tx = Sender::connect(&ping).unwrap();
-        let rx = Receiver::connect(&pong).unwrap();
-        let mut kid = spawn("echo", &[&ping, &pong, &size.to_string()]);
+    for (size, label, slab) in IPC_SIZES {
+        let (tx, rx, mut kid) = echo_pair("", size, label, slab);
         // One round trip before measuring (or skipping, under a name
         // filter): the echo process has joined both channels, so dropping
         // `tx` below disconnects it instead of leaving it to create a new,

@@ -490,16 +490,23 @@ fn device_copies_and_scratch_tensors() {
     }
 }
 
+/// A zero-copy context of the test's own (the shared ones import for
+/// tests running beside), or `None` (the test skips) without one.
+fn own_zero_copy_context() -> Option<GpuContext> {
+    contexts()?;
+    let ctx = GpuContext::with_options(&GpuOptions::from_env()).unwrap();
+    if !ctx.info().zero_copy {
+        eprintln!("skipped: no zero-copy on this adapter");
+        return None;
+    }
+    Some(ctx)
+}
+
 #[test]
 fn imports_last_as_long_as_the_channel_not_the_endpoint_that_bound() {
-    if contexts().is_none() {
+    let Some(zero) = &own_zero_copy_context() else {
         return;
-    }
-    let zero = &GpuContext::with_options(&GpuOptions::from_env()).unwrap();
-    if !zero.info().zero_copy {
-        eprintln!("skipped: no zero-copy on this adapter");
-        return;
-    }
+    };
     let uri = format!("memory://gpu-import-{}?capacity=4", std::process::id());
     let tx = Sender::connect(&uri).unwrap();
     let rx = Receiver::connect(&uri).unwrap();
@@ -520,15 +527,9 @@ fn imports_last_as_long_as_the_channel_not_the_endpoint_that_bound() {
 
 #[test]
 fn pages_are_imported_once_per_segment_chunk() {
-    if contexts().is_none() {
+    let Some(zero) = &own_zero_copy_context() else {
         return;
-    }
-    // A context of its own: the shared ones import for tests running beside.
-    let zero = &GpuContext::with_options(&GpuOptions::from_env()).unwrap();
-    if !zero.info().zero_copy {
-        eprintln!("skipped: no zero-copy on this adapter");
-        return;
-    }
+    };
     assert_eq!(zero.imported_chunks(), 0);
     let seg = Seg::new();
     let x = seg.f32s(&Shape::vector(8), &[1.0; 8]);
