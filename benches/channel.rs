@@ -27,6 +27,9 @@
 //!   hypervisor places the two vCPUs, sometimes within one run, which
 //!   makes ratios of cases measured seconds apart unreliable.
 //!
+//! - `paired_throughput` (printed): psyne's throughput over crossbeam's
+//!   per pattern, from runs of the two alternated, for the same reason.
+//!
 //! The child process is this bench binary re-run with `PSYNE_BENCH_ROLE`.
 
 use std::hint::black_box;
@@ -60,6 +63,7 @@ fn main() {
         .collect();
     if filters.is_empty() || filters.iter().any(|f| f.contains("paired")) {
         paired_ratio();
+        paired_throughput();
     }
 }
 
@@ -429,34 +433,63 @@ fn crossbeam_throughput(p: usize, q: usize, n: u64) -> Duration {
     start.elapsed()
 }
 
+/// The throughput cases: pattern, producers, consumers.
+const PATTERNS: [(&str, usize, usize); 5] = [
+    ("spsc", 1, 1),
+    ("mpsc", 2, 1),
+    ("spmc", 1, 2),
+    ("mpmc", 2, 2),
+    ("broadcast", 1, 2),
+];
+
+/// Messages per throughput run.
+const N: u64 = 100_000;
+
+/// crossbeam's run for a throughput case.
+fn crossbeam_case(pattern: &str, p: usize, q: usize, n: u64) -> Duration {
+    if pattern == "broadcast" {
+        crossbeam_fanout(q, n)
+    } else {
+        crossbeam_throughput(p, q, n)
+    }
+}
+
 fn throughput(c: &mut Criterion) {
-    const N: u64 = 100_000;
     let mut g = c.benchmark_group("throughput");
     g.throughput(Throughput::Elements(N));
     g.sample_size(10);
-    for (pattern, p, q) in [
-        ("spsc", 1, 1),
-        ("mpsc", 2, 1),
-        ("spmc", 1, 2),
-        ("mpmc", 2, 2),
-        ("broadcast", 1, 2),
-    ] {
+    for (pattern, p, q) in PATTERNS {
         g.bench_function(BenchmarkId::new("psyne", pattern), |b| {
             b.iter_custom(|iters| (0..iters).map(|_| psyne_throughput(pattern, p, q, N)).sum())
         });
         g.bench_function(BenchmarkId::new("crossbeam", pattern), |b| {
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| {
-                        if pattern == "broadcast" {
-                            crossbeam_fanout(q, N)
-                        } else {
-                            crossbeam_throughput(p, q, N)
-                        }
-                    })
-                    .sum()
-            })
+            b.iter_custom(|iters| (0..iters).map(|_| crossbeam_case(pattern, p, q, N)).sum())
         });
     }
     g.finish();
+}
+
+/// psyne's throughput over crossbeam's, from runs of the two alternated
+/// (15 pairs per pattern): prints the median and range of the ratios.
+fn paired_throughput() {
+    const PAIRS: usize = 15;
+    println!(
+        "paired_throughput: psyne / crossbeam messages per second, {PAIRS} alternating runs of {N}"
+    );
+    for (pattern, p, q) in PATTERNS {
+        let mut ratios: Vec<f64> = (0..PAIRS)
+            .map(|_| {
+                let ps = psyne_throughput(pattern, p, q, N);
+                let cb = crossbeam_case(pattern, p, q, N);
+                cb.as_secs_f64() / ps.as_secs_f64()
+            })
+            .collect();
+        ratios.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "paired_throughput/{pattern}: median {:.2}x (range {:.2}x-{:.2}x)",
+            ratios[PAIRS / 2],
+            ratios[0],
+            ratios[PAIRS - 1]
+        );
+    }
 }

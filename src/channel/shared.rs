@@ -646,8 +646,8 @@ impl Shared {
         assert!(which < 2, "psyne bug: event index");
         // SAFETY: an Event is two atomics, valid for any bits (zero is its
         // initial state; 8 bytes, as the layout's offsets assume: asserted
-        // below); one of the two checked in bounds by `Shared::new`, kept
-        // mapped by `self.seg`.
+        // next to `EVENTS`); one of the two checked in bounds by
+        // `Shared::new`, kept mapped by `self.seg`.
         unsafe { self.ring_words.events.add(which).as_ref() }
     }
 
