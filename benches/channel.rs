@@ -213,18 +213,10 @@ fn paired_ratio() {
         }
         drop(tx);
         kid.wait().unwrap();
-        let med = |v: &mut Vec<f64>| {
-            v.sort_by(|a, b| a.total_cmp(b));
-            v[v.len() / 2]
-        };
-        let (lo, hi) = (
-            ratios.iter().copied().fold(f64::MAX, f64::min),
-            ratios.iter().copied().fold(0.0, f64::max),
-        );
+        let (med, lo, hi) = spread(&mut ratios);
         println!(
-            "paired_ratio/{label}: median {:.2}x (range {lo:.2}x-{hi:.2}x), cache-line RTT median {:.0} ns",
-            med(&mut ratios),
-            med(&mut cls)
+            "paired_ratio/{label}: median {med:.2}x (range {lo:.2}x-{hi:.2}x), cache-line RTT median {:.0} ns",
+            spread(&mut cls).0
         );
     }
     w.store(STOP, Ordering::Release);
@@ -484,12 +476,13 @@ fn paired_throughput() {
                 cb.as_secs_f64() / ps.as_secs_f64()
             })
             .collect();
-        ratios.sort_by(|a, b| a.total_cmp(b));
-        println!(
-            "paired_throughput/{pattern}: median {:.2}x (range {:.2}x-{:.2}x)",
-            ratios[PAIRS / 2],
-            ratios[0],
-            ratios[PAIRS - 1]
-        );
+        let (med, lo, hi) = spread(&mut ratios);
+        println!("paired_throughput/{pattern}: median {med:.2}x (range {lo:.2}x-{hi:.2}x)");
     }
+}
+
+/// Median, minimum and maximum of `v` (sorted in place; not empty).
+fn spread(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
 }

@@ -644,10 +644,10 @@ impl Shared {
 
     fn event(&self, which: usize) -> &Event {
         assert!(which < 2, "psyne bug: event index");
-        // SAFETY: an Event is two atomics, valid for any bits (zero is its
-        // initial state; 8 bytes, as the layout's offsets assume: asserted
-        // next to `EVENTS`); one of the two checked in bounds by
-        // `Shared::new`, kept mapped by `self.seg`.
+        // An Event is 8 bytes, as the layout's offsets assume (asserted next
+        // to `EVENTS`).
+        // SAFETY: two atomics, valid for any bits; one of the two events
+        // `Shared::new` checked in bounds; `self.seg` keeps them mapped.
         unsafe { self.ring_words.events.add(which).as_ref() }
     }
 
@@ -729,10 +729,8 @@ impl Shared {
 
     fn participant(&self, i: usize) -> &Participant {
         assert!(i < MAX_PARTICIPANTS, "psyne bug: participant index");
-        // SAFETY: atomics, valid for any bits; record `i` of the
-        // `MAX_PARTICIPANTS` that `Shared::new` checked in bounds and
-        // aligned (the area size checked at format/attach includes the
-        // table); kept mapped by `self.seg`.
+        // SAFETY: atomics, valid for any bits; record `i` of the table that
+        // `Shared::new` checked in bounds and aligned; `self.seg` keeps it mapped.
         unsafe { self.ring_words.participants.add(i).as_ref() }
     }
 

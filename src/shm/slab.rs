@@ -1061,7 +1061,8 @@ impl Slab {
     /// [`Error::StaleHandle`] if the slot was freed since.
     pub fn take(&self, h: Handle) -> Result<Slot> {
         let (ci, index) = self.resolve(&h)?;
-        let s = self.slot_atomics(self.class(ci), index);
+        let c = self.class(ci);
+        let s = self.slot_atomics(c, index);
         // The rest of the tensor header, wanted next by most receivers:
         // fetch it while the claim below waits for the state's line.
         hint::prefetch_read((s as *const SlotAtomics).cast::<u8>().wrapping_add(64));
@@ -1072,7 +1073,6 @@ impl Slab {
         // waits, so that dropping the view (often right before a reply is
         // sent) does not wait for it. (Where a sender takes 8 bits or more
         // at a time, the word stays with the freeing side anyway.)
-        let c = self.class(ci);
         if cache_take(c.slot_count) < 8 {
             if let Some(w) = self.bits(c).get(index as usize / freebits::WORD_BITS) {
                 hint::prefetch_write((w as *const AtomicU64).cast());

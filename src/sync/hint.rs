@@ -34,11 +34,11 @@ pub(crate) fn prefetch_read(p: *const u8) {
 /// `prfchw`.
 #[inline(always)]
 pub(crate) fn prefetch_write(p: *const u8) {
+    // Without PRFCHW the opcode (0F 0D /1) decodes as a NOP (Intel
+    // documents 0F 0D as a hint NOP group): never an invalid instruction.
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     // SAFETY: a prefetch never faults (any address is allowed) and changes
-    // no memory, register or flag; on a CPU without PRFCHW the opcode
-    // (0F 0D /1) decodes as a NOP (Intel documents 0F 0D as a hint NOP
-    // group), so it is never an invalid instruction on x86-64.
+    // no memory, register or flag.
     unsafe {
         std::arch::asm!(
             "prefetchw byte ptr [{0}]",
