@@ -214,6 +214,9 @@ fn child_entry() {
             let x = ctx.bind(&slot).unwrap();
             let y = ctx.bind_mut(&mut out).unwrap();
             println!("routes {:?} {:?}", x.route(), y.route());
+            if let Some(why) = ctx.import_error() {
+                println!("import error: {why}");
+            }
             let mut job = ctx.job();
             job.scale(&x, -2.0, &y).unwrap();
             job.run().unwrap();

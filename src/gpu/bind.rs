@@ -406,15 +406,28 @@ impl GpuContext {
         let last = (first + per_chunk).min(range.slot_count as u64);
         let start = (range.class_offset + first * slot) / a * a;
         let end = (range.class_offset + last * slot).next_multiple_of(a);
+        let mut cache = self.imports.lock().unwrap_or_else(|p| p.into_inner());
+        // Staged for a reason that `import_error` then tells.
+        let mut staged = |why: String| {
+            cache.last_error = Some(why);
+            None
+        };
         if end > map_len || end - start > self.max_buffer {
-            return None;
+            return staged(format!(
+                "a chunk of {} bytes at {start} does not fit the {map_len}-byte mapping \
+                 or the device's largest buffer ({} bytes)",
+                end - start,
+                self.max_buffer
+            ));
         }
         let key = (range.class, chunk as u32);
         let addr = (range.mem.data.base() as u64).wrapping_add(start);
         if addr % a != 0 {
-            return None; // a heap mapping aligned to less than the import needs
+            // A heap mapping aligned to less than the import needs.
+            return staged(format!(
+                "the slab's pages at {addr:#x} are not aligned to the import's {a} bytes"
+            ));
         }
-        let mut cache = self.imports.lock().unwrap_or_else(|p| p.into_inner());
         cache.prune();
         let pos = match cache
             .segs
@@ -448,6 +461,11 @@ impl GpuContext {
         let c = c.as_ref().ok()?;
         let offset = range.offset - c.start;
         if offset % self.info.offset_alignment != 0 {
+            *last_error = Some(format!(
+                "a tensor at {offset} in its imported chunk is not aligned to the device's \
+                 {}-byte binding offset alignment",
+                self.info.offset_alignment
+            ));
             return None;
         }
         Some((c.buffer.clone(), offset))
@@ -465,8 +483,11 @@ impl GpuContext {
             .sum()
     }
 
-    /// Why the last failed page import failed, if one did (its slots are
-    /// then bound on [`Route::Staged`]).
+    /// Why the last binding that could not take the zero-copy route was
+    /// staged, if one was: a page import the driver refused (its chunk's
+    /// slots are staged from then on), or a tensor whose placement the
+    /// import or the device's alignment rules exclude. (A context opened
+    /// without zero-copy says why in [`super::GpuInfo::zero_copy_reason`].)
     pub fn import_error(&self) -> Option<String> {
         let cache = self.imports.lock().unwrap_or_else(|p| p.into_inner());
         cache.last_error.clone()

@@ -216,10 +216,27 @@ impl HostImporter {
         }
         let fail =
             |what: &str, r: vk::Result| Error::Gpu(format!("host-memory import: {what}: {r}"));
-        let ptr = mem
-            .data
-            .ptr::<u8>(offset as usize)
-            .cast::<std::ffi::c_void>();
+        // A receiver maps the data read-only, and some drivers (NVIDIA's)
+        // refuse to import pages they cannot pin writable: those pages are
+        // imported through a writable alias of the same file range, which
+        // only the device sees (its bindings of received slots are
+        // read-only). The alias is page-aligned like any mapping, and
+        // `offset` is a multiple of the import alignment.
+        let alias = match mem.writable_alias(offset as usize, len as usize) {
+            Some(m) => Some(m?),
+            None => None,
+        };
+        let ptr = match &alias {
+            Some((a, lead)) => a.ptr::<u8>(*lead),
+            None => mem.data.ptr::<u8>(offset as usize),
+        }
+        .cast::<std::ffi::c_void>();
+        if (ptr as u64) % self.alignment != 0 {
+            return Err(Error::Gpu(format!(
+                "cannot import pages at {ptr:p}: the import needs {}-byte alignment",
+                self.alignment
+            )));
+        }
         let handle_type = vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT;
 
         let mut ptr_props = vk::MemoryHostPointerPropertiesEXT::default();
@@ -300,7 +317,7 @@ impl HostImporter {
         }
 
         let dev = self.device.clone();
-        let keep = mem.clone();
+        let keep = (mem.clone(), alias);
         let on_drop: wgpu::hal::DropCallback = Box::new(move || {
             // wgpu-hal calls this once, when the buffer is destroyed, i.e. no
             // longer used by any submission. The device outlives its buffers
@@ -310,7 +327,7 @@ impl HostImporter {
                 dev.destroy_buffer(buffer, None);
                 dev.free_memory(memory, None);
             }
-            // Only now may the pages be unmapped.
+            // Only now may the pages (and their alias) be unmapped.
             drop(keep);
         });
         // SAFETY: `buffer` is a valid, bound buffer of this device; wgpu-hal

@@ -354,9 +354,11 @@ impl<'j> Job<'_, 'j> {
     /// # Safety
     /// The shader must not write a tensor that is not
     /// [`writable`](GpuTensor::writable): a read-only tensor on
-    /// [`Route::ZeroCopy`] is a published slot other readers see (and, for
-    /// a receiver, pages mapped read-only, where a write faults the
-    /// process). The built-in kernels never write their inputs.
+    /// [`Route::ZeroCopy`] is a published slot other readers see (a
+    /// receiver maps those pages read-only for the CPU, but the device
+    /// reaches them through a writable alias, so a write would change the
+    /// message under every reader). The built-in kernels never write their
+    /// inputs.
     ///
     /// # Errors
     /// [`Error::Gpu`] if wgpu rejects the bind group or the dispatch.

@@ -223,6 +223,43 @@ impl Drop for Mapping {
 pub(crate) struct Memory {
     pub(crate) control: Mapping,
     pub(crate) data: Mapping,
+    /// For a read-only data mapping of a file: the file (opened read-write,
+    /// as the control region needs) and where the data region starts in it,
+    /// so that a writable alias of some data pages can be made for a device
+    /// import (some drivers pin only writable pages). `None` otherwise.
+    pub(crate) alias_source: Option<(File, u64)>,
+}
+
+impl Memory {
+    /// A second, writable mapping of the data region's bytes from `offset`
+    /// for `len` (the same pages), for a read-only data mapping of a file:
+    /// `None` when the data mapping is writable or not backed by a file.
+    /// The mapping starts at the page holding `offset`; the second value is
+    /// where `offset` lies in it. The CPU keeps using the read-only
+    /// mapping; the alias's address is handed only to a device import,
+    /// whose bindings of received slots are read-only.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub(crate) fn writable_alias(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> Option<Result<(Mapping, usize)>> {
+        if self.data.writable() {
+            return None;
+        }
+        let (file, data_offset) = self.alias_source.as_ref()?;
+        let end = offset.checked_add(len).filter(|&e| e <= self.data.len());
+        if end.is_none() {
+            return Some(Err(Error::InvalidConfig(format!(
+                "an alias of {len} bytes at {offset} exceeds the {}-byte data region",
+                self.data.len()
+            ))));
+        }
+        let page = crate::shm::slab::PAGE_SIZE as usize;
+        let lead = offset % page;
+        let start = (*data_offset as usize + offset - lead) as u64;
+        Some(Mapping::map_file(file, start, lead + len, true).map(|m| (m, lead)))
+    }
 }
 
 #[cfg(test)]

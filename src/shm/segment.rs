@@ -402,9 +402,18 @@ fn validate(name: &str, h: &SegmentHeader, file_size: u64) -> Result<()> {
 
 /// Maps the control region read-write and the data region as asked.
 fn map_regions(file: &File, h: &SegmentHeader, data_writable: bool) -> Result<Arc<Memory>> {
+    let alias_source = if data_writable {
+        None
+    } else {
+        let dup = file
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the segment's descriptor failed", e))?;
+        Some((dup, h.data_offset))
+    };
     Ok(Arc::new(Memory {
         control: Mapping::map_file(file, 0, h.data_offset as usize, true)?,
         data: Mapping::map_file(file, h.data_offset, h.data_size as usize, data_writable)?,
+        alias_source,
     }))
 }
 
@@ -481,6 +490,7 @@ impl Segment {
         let mem = Arc::new(Memory {
             control: Mapping::heap(header.data_offset as usize)?,
             data: Mapping::heap(header.data_size as usize)?,
+            alias_source: None,
         });
         Segment::format("(anonymous)", mem, header, slab_area, opts)
     }
@@ -695,5 +705,11 @@ impl Segment {
     /// Whether the data region is mapped writable.
     pub fn data_writable(&self) -> bool {
         self.inner.mem.data.writable()
+    }
+
+    /// The segment's mappings.
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> &Memory {
+        &self.inner.mem
     }
 }

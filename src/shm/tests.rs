@@ -497,3 +497,32 @@ fn the_worked_example_of_the_layout_doc_holds() {
     assert_eq!(bits(0) - area, 4992);
     assert_eq!(bits(1) - area, 5120);
 }
+
+/// A read-only data mapping can be given a writable alias of the same
+/// pages (for device imports); a writable mapping needs none.
+#[test]
+#[cfg_attr(miri, ignore = "Miri cannot map shared memory")]
+fn a_read_only_mapping_has_a_writable_alias_of_the_same_pages() {
+    let name = format!("unit-alias-{}", std::process::id());
+    let cfg = SlabConfig::new().class(4096, 4);
+    let seg = Segment::create(&name, &cfg).unwrap();
+    let ro = Segment::open_with(&name, DataAccess::ReadOnly).unwrap();
+    Segment::unlink(&name).unwrap();
+    assert!(seg.memory().writable_alias(0, 4096).is_none());
+    let mem = ro.memory();
+    let data_len = mem.data.len();
+    let (alias, lead) = mem.writable_alias(4096 + 100, 64).unwrap().unwrap();
+    assert_eq!(lead, 100);
+    assert!(alias.writable());
+    // SAFETY: nobody else touches these bytes of the test's own segment.
+    unsafe { alias.bytes_mut(lead, 3) }.copy_from_slice(&[1, 2, 3]);
+    // SAFETY: as above.
+    assert_eq!(unsafe { mem.data.bytes(4096 + 100, 3) }, &[1, 2, 3]);
+    // SAFETY: as above.
+    let creator_view = unsafe { seg.memory().data.bytes(4096 + 100, 3) };
+    assert_eq!(creator_view, &[1, 2, 3]);
+    assert!(matches!(
+        mem.writable_alias(data_len - 10, 64),
+        Some(Err(Error::InvalidConfig(_)))
+    ));
+}
