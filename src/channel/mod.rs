@@ -53,6 +53,7 @@ pub use uri::{ChannelUri, Pattern, Policy, Transport};
 
 use crate::error::{Error, Result};
 use crate::ring::spsc::{Consumer, Producer};
+use crate::shm::lease::LeasePool;
 use crate::shm::{DataAccess, Slab, Slot, SlotCache, SlotMut};
 use crate::tensor::{Element, Shape};
 
@@ -136,8 +137,16 @@ struct Endpoint {
     joined: Joined,
     /// A broadcast receiver's subscriber record.
     sub: Option<usize>,
-    /// This endpoint's handle to the slab (see `Slab::private_handle`).
-    slab: Slab,
+    /// This endpoint's handle to the slab (see `Slab::private_handle`),
+    /// leased to the slots it loans or receives (see `shm::lease`).
+    leases: LeasePool,
+}
+
+impl Endpoint {
+    /// This endpoint's handle to the slab.
+    fn slab(&self) -> &Slab {
+        self.leases.slab()
+    }
 }
 
 impl Endpoint {
@@ -148,7 +157,7 @@ impl Endpoint {
             Transport::Memory => {
                 let (shared, joined) = memory::open(&name, &u.params, side)?;
                 Ok(Endpoint {
-                    slab: shared.seg.slab().private_handle(),
+                    leases: LeasePool::new(shared.seg.slab().private_handle()),
                     shared,
                     home: Home::Memory(name),
                     side,
@@ -169,7 +178,7 @@ impl Endpoint {
                 }
                 let joined = shared.join(side)?;
                 Ok(Endpoint {
-                    slab: shared.seg.slab().private_handle(),
+                    leases: LeasePool::new(shared.seg.slab().private_handle()),
                     shared,
                     home: Home::Ipc(name),
                     side,
@@ -274,7 +283,7 @@ impl Sender {
     fn alloc(&self, nbytes: u64, wait: bool) -> Result<SlotMut> {
         let shared = &self.ep.shared;
         if let Some(mut slot) = self.ahead.borrow_mut().take() {
-            if self.ep.slab.first_class(nbytes) == Some(slot.location().0 as usize) {
+            if self.ep.slab().first_class(nbytes) == Some(slot.location().0 as usize) {
                 slot.reset(nbytes);
                 return Ok(slot);
             }
@@ -303,15 +312,22 @@ impl Sender {
                 }
             }
         };
-        let slab = &self.ep.slab;
+        let slab = self.ep.slab();
+        let leases = Some(&self.ep.leases);
         let mut cache = self.cache.borrow_mut();
         if wait && shared.config.policy == Policy::Block {
-            slab.alloc_wait(nbytes, shared.config.timeout, Some(&mut cache), before_try)
+            slab.alloc_wait(
+                nbytes,
+                shared.config.timeout,
+                Some(&mut cache),
+                leases,
+                before_try,
+            )
         } else {
             if shared.is_broadcast() {
                 shared.reclaim(0, None);
             }
-            slab.alloc_cached(nbytes, &mut cache)
+            slab.alloc_cached(nbytes, &mut cache, leases)
         }
     }
 
@@ -424,6 +440,7 @@ impl Sender {
         })
     }
 
+    #[allow(clippy::result_large_err)] // the slot comes back by value: a retry allocates nothing
     fn send_slot(
         &self,
         slot: SlotMut,
@@ -435,6 +452,11 @@ impl Sender {
         let shared = &self.ep.shared;
         let r = shared.send(&mut p, self.ep.joined.part, slot, deadline);
         self.producer.set(p);
+        let r = r.map(|keep| {
+            if let Some(keep) = keep {
+                self.ep.leases.give_back(keep);
+            }
+        });
         if r.is_ok() {
             // The next loan's slot, claimed now: the message is on its way
             // and a request/reply caller is about to wait anyway.
@@ -444,10 +466,12 @@ impl Sender {
                     shared.config.pattern,
                     Pattern::Spsc | Pattern::Spmc | Pattern::Broadcast
                 );
-                *ahead = self
-                    .ep
-                    .slab
-                    .alloc_ahead(len, &mut self.cache.borrow_mut(), sole);
+                *ahead = self.ep.slab().alloc_ahead(
+                    len,
+                    &mut self.cache.borrow_mut(),
+                    sole,
+                    Some(&self.ep.leases),
+                );
             }
         }
         // Report the time asked for, not what was left of it.
@@ -825,10 +849,10 @@ impl Receiver {
             return self
                 .ep
                 .shared
-                .recv_broadcast(&self.ep.slab, sub, part, deadline);
+                .recv_broadcast(&self.ep.leases, sub, part, deadline);
         }
         let mut c = self.consumer.get();
-        let r = self.ep.shared.recv(&self.ep.slab, &mut c, part, deadline);
+        let r = self.ep.shared.recv(&self.ep.leases, &mut c, part, deadline);
         self.consumer.set(c);
         r
     }

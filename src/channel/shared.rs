@@ -67,10 +67,11 @@ use crate::ring::broadcast::{self, Broadcast, ForceOut, Read, GONE, POS_MASK, RI
 use crate::ring::mpmc::{Mpmc, CELL_WORDS};
 use crate::ring::spsc::{Consumer, Producer, Spsc};
 use crate::shm::hook::{self, Point};
+use crate::shm::lease::{Keep, LeasePool};
 use crate::shm::segment::area;
 use crate::shm::slab::Holder;
 use crate::shm::slot::GroupBit;
-use crate::shm::{Handle, Segment, Slab, Slot, SlotMut};
+use crate::shm::{Handle, Segment, Slot, SlotMut};
 use crate::sync::wait::Event;
 use crate::sync::Ordering;
 
@@ -1415,19 +1416,21 @@ impl Shared {
 
     /// Sends a loaned slot as endpoint `part`: publishes it, puts its
     /// handle on the ring (applying the policy when full) and wakes a
-    /// receiver. On failure the slot comes back.
+    /// receiver. On failure the slot comes back; on success, for a queue
+    /// ring, what kept the slab alive for it (for the sender's lease pool).
+    #[allow(clippy::result_large_err)] // the slot comes back by value: a retry allocates nothing
     pub(crate) fn send(
         &self,
         p: &mut Producer,
         part: usize,
         slot: SlotMut,
         deadline: Option<Instant>,
-    ) -> std::result::Result<(), (Error, Option<SlotMut>)> {
+    ) -> std::result::Result<Option<Keep>, (Error, Option<SlotMut>)> {
         if self.gone(Side::Receiver) {
             return Err((Error::Disconnected("receiver"), Some(slot)));
         }
         if self.ring == RING_BROADCAST {
-            return self.publish(part, slot, deadline);
+            return self.publish(part, slot, deadline).map(|()| None);
         }
         // The record first: from here on a crash of this process is undone
         // by whoever finds it dead.
@@ -1456,9 +1459,9 @@ impl Shared {
             };
             if pushed {
                 rec.send_pos.store(SEND_IDLE, Ordering::Release);
-                slot.sent();
+                let keep = slot.sent();
                 self.not_empty().notify();
-                return Ok(());
+                return Ok(Some(keep));
             }
             match self.config.policy {
                 Policy::Fail => return self.give_back(part, slot, Error::Full),
@@ -1516,12 +1519,13 @@ impl Shared {
     }
 
     /// A send that did not happen: the slot becomes the sender's again.
+    #[allow(clippy::result_large_err)] // the slot comes back by value: a retry allocates nothing
     fn give_back(
         &self,
         part: usize,
         slot: SlotMut,
         e: Error,
-    ) -> std::result::Result<(), (Error, Option<SlotMut>)> {
+    ) -> std::result::Result<Option<Keep>, (Error, Option<SlotMut>)> {
         let back = slot.unpublish();
         self.participant(part)
             .send_pos
@@ -1530,7 +1534,7 @@ impl Shared {
             Err((e, Some(slot)))
         } else {
             // A forged handle took the reference: the slot is not ours to return.
-            slot.sent();
+            drop(slot.sent());
             Err((
                 Error::Corrupt("a forged handle took an unsent slot".into()),
                 None,
@@ -1543,6 +1547,7 @@ impl Shared {
     /// it (`drop_oldest`: that subscriber is told it lagged). The ring holds
     /// one reference per message (its bit in the slot's holder word),
     /// released once every subscriber has read it or its cell is reused.
+    #[allow(clippy::result_large_err)] // the slot comes back by value: a retry allocates nothing
     fn publish(
         &self,
         part: usize,
@@ -1711,11 +1716,12 @@ impl Shared {
     /// messages it had not read.
     pub(crate) fn recv_broadcast(
         &self,
-        slab: &Slab,
+        leases: &LeasePool,
         sub: usize,
         part: usize,
         deadline: Option<Instant>,
     ) -> Result<Option<Slot>> {
+        let slab = leases.slab();
         let ring = self.broadcast();
         let rec = self.subscriber(sub);
         let cap = self.config.capacity as u64;
@@ -1768,7 +1774,7 @@ impl Shared {
                         )));
                     }
                     let view = Slot::in_group(
-                        slab.clone(),
+                        leases.lease(),
                         ci,
                         index,
                         h.generation,
@@ -1819,11 +1825,12 @@ impl Shared {
     /// One message off a queue ring for endpoint `part`, if there is one:
     /// the slot's reference is taken before the ring lets go of the
     /// message, so that a crash in between is undone by a reaper.
-    fn take_one(&self, slab: &Slab, c: &mut Consumer, part: usize) -> Option<Result<Slot>> {
+    fn take_one(&self, leases: &LeasePool, c: &mut Consumer, part: usize) -> Option<Result<Slot>> {
+        let slab = leases.slab();
         if self.ring == RING_SPSC {
             let ring = self.spsc();
             let msg = ring.peek(c)?;
-            let got = slab.take(decode(msg));
+            let got = slab.take_with(decode(msg), Some(leases));
             hook::hit(Point::RecvAfterClaim);
             ring.advance(c);
             Some(got)
@@ -1831,7 +1838,7 @@ impl Shared {
             let ring = self.mpmc();
             let (pos, msg) = ring.claim_pop(part as u8)?;
             hook::hit(Point::RecvClaimed);
-            let got = slab.take(decode(msg));
+            let got = slab.take_with(decode(msg), Some(leases));
             hook::hit(Point::RecvAfterClaim);
             ring.release(pos);
             Some(got)
@@ -1842,13 +1849,13 @@ impl Shared {
     /// before `deadline` (`Some(now)` for a non-blocking try).
     pub(crate) fn recv(
         &self,
-        slab: &Slab,
+        leases: &LeasePool,
         c: &mut Consumer,
         part: usize,
         deadline: Option<Instant>,
     ) -> Result<Option<Slot>> {
         loop {
-            if let Some(got) = self.take_one(slab, c, part) {
+            if let Some(got) = self.take_one(leases, c, part) {
                 self.not_full().notify();
                 return got.map(Some);
             }
@@ -1862,7 +1869,7 @@ impl Shared {
                 // more, after reaping.
                 self.reap();
                 return match self
-                    .take_one(slab, c, part)
+                    .take_one(leases, c, part)
                     .or_else(|| self.take_returned(part))
                 {
                     Some(got) => got.map(Some),

@@ -7,6 +7,7 @@
 
 #[doc(hidden)]
 pub mod hook;
+pub(crate) mod lease;
 pub(crate) mod region;
 pub mod segment;
 pub mod slab;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use bytemuck::{Pod, Zeroable};
 
 use super::hook::{self, Point};
+use super::lease::{Keep, LeasePool};
 use super::region::Memory;
 use super::slot::{GroupBit, Handle, Slot, SlotMut, TensorHeader};
 use crate::error::{Error, Result};
@@ -678,6 +679,22 @@ impl Slab {
         self.inner.root.as_ref().unwrap_or(&self.inner)
     }
 
+    /// What keeps this slab alive for a new slot reference: a lease from
+    /// `leases` (a pool of this very handle), else a clone.
+    #[inline]
+    pub(crate) fn keep(&self, leases: Option<&LeasePool>) -> Keep {
+        match leases {
+            Some(p) => {
+                debug_assert!(
+                    Arc::ptr_eq(&p.slab().inner, &self.inner),
+                    "psyne bug: a lease pool of another slab handle"
+                );
+                p.lease()
+            }
+            None => Keep::from(self.clone()),
+        }
+    }
+
     pub(crate) fn hot(&self, c: &Class) -> &ClassHot {
         // SAFETY: ClassHot is atomics (and padding never read); valid for any
         // bits, changed only atomically; `from_descs` checked the pointer in
@@ -735,12 +752,19 @@ impl Slab {
     /// [`Error::ReadOnly`] if the data area is mapped read-only;
     /// [`Error::Corrupt`] if a free list is damaged.
     pub fn alloc(&self, nbytes: u64) -> Result<SlotMut> {
-        self.alloc_with(nbytes, None)
+        self.alloc_with(nbytes, None, None)
     }
 
-    /// [`Slab::alloc`] from `cache` first, refilling it from the bitmap.
-    pub(crate) fn alloc_cached(&self, nbytes: u64, cache: &mut SlotCache) -> Result<SlotMut> {
-        self.alloc_with(nbytes, Some(cache))
+    /// [`Slab::alloc`] from `cache` first, refilling it from the bitmap;
+    /// the slot keeps the slab alive with a lease from `leases` (a pool of
+    /// this slab) if given.
+    pub(crate) fn alloc_cached(
+        &self,
+        nbytes: u64,
+        cache: &mut SlotCache,
+        leases: Option<&LeasePool>,
+    ) -> Result<SlotMut> {
+        self.alloc_with(nbytes, Some(cache), leases)
     }
 
     /// A slot for a sender's next loan, claimed ahead of time (after a
@@ -756,6 +780,7 @@ impl Slab {
         nbytes: u64,
         cache: &mut SlotCache,
         sole: bool,
+        leases: Option<&LeasePool>,
     ) -> Option<SlotMut> {
         let first = self.first_class(nbytes)?;
         let count = self.inner.classes[first].slot_count;
@@ -767,7 +792,7 @@ impl Slab {
         if !enough || !self.writable() {
             return None;
         }
-        self.alloc_from(first, Some(first), nbytes, Some(cache))
+        self.alloc_from(first, Some(first), nbytes, Some(cache), leases)
             .ok()
             .flatten()
     }
@@ -802,7 +827,12 @@ impl Slab {
         }
     }
 
-    fn alloc_with(&self, nbytes: u64, mut cache: Option<&mut SlotCache>) -> Result<SlotMut> {
+    fn alloc_with(
+        &self,
+        nbytes: u64,
+        mut cache: Option<&mut SlotCache>,
+        leases: Option<&LeasePool>,
+    ) -> Result<SlotMut> {
         if !self.writable() {
             return Err(Error::ReadOnly);
         }
@@ -810,7 +840,7 @@ impl Slab {
             requested: nbytes,
             max: self.max_slot_size(),
         })?;
-        if let Some(slot) = self.alloc_from(first, None, nbytes, cache.as_deref_mut())? {
+        if let Some(slot) = self.alloc_from(first, None, nbytes, cache.as_deref_mut(), leases)? {
             return Ok(slot);
         }
         // Full. A process killed between the two steps of an allocation or
@@ -818,7 +848,7 @@ impl Slab {
         // does a cache of another process): look for such slots (at most
         // every REPAIR_INTERVAL in this process) before giving up.
         if self.repair_due() && self.repair() > 0 {
-            if let Some(slot) = self.alloc_from(first, None, nbytes, cache)? {
+            if let Some(slot) = self.alloc_from(first, None, nbytes, cache, leases)? {
                 return Ok(slot);
             }
         }
@@ -833,6 +863,7 @@ impl Slab {
         last: Option<usize>,
         nbytes: u64,
         mut cache: Option<&mut SlotCache>,
+        leases: Option<&LeasePool>,
     ) -> Result<Option<SlotMut>> {
         let pid = self.inner.pid;
         let end = last.map_or(self.inner.classes.len(), |l| l + 1);
@@ -920,7 +951,7 @@ impl Slab {
             // exclusively; nobody reads its tensor header until we publish.
             unsafe { self.tensor_header_ptr(c, index).write(header) };
             return Ok(Some(SlotMut::new(
-                self.clone(),
+                self.keep(leases),
                 ci as u8,
                 index,
                 generation,
@@ -969,7 +1000,7 @@ impl Slab {
     /// # Errors
     /// [`Error::Timeout`] if none frees in time; otherwise as [`Slab::alloc`].
     pub fn alloc_timeout(&self, nbytes: u64, timeout: Duration) -> Result<SlotMut> {
-        self.alloc_wait(nbytes, Some(timeout), None, || {})
+        self.alloc_wait(nbytes, Some(timeout), None, None, || {})
     }
 
     /// Like [`Slab::alloc`], waiting while the slab is full: up to
@@ -980,6 +1011,7 @@ impl Slab {
         nbytes: u64,
         timeout: Option<Duration>,
         mut cache: Option<&mut SlotCache>,
+        leases: Option<&LeasePool>,
         mut before_try: impl FnMut(),
     ) -> Result<SlotMut> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
@@ -989,7 +1021,7 @@ impl Slab {
         let mut pause = Duration::from_micros(20);
         loop {
             before_try();
-            match self.alloc_with(nbytes, cache.as_deref_mut()) {
+            match self.alloc_with(nbytes, cache.as_deref_mut(), leases) {
                 Err(Error::SlabFull { .. }) => {}
                 other => return other,
             }
@@ -1060,6 +1092,12 @@ impl Slab {
     /// [`Error::InvalidHandle`] for a handle that names no slot;
     /// [`Error::StaleHandle`] if the slot was freed since.
     pub fn take(&self, h: Handle) -> Result<Slot> {
+        self.take_with(h, None)
+    }
+
+    /// [`Slab::take`], the view keeping the slab alive with a lease from
+    /// `leases` (a pool of this slab) if given.
+    pub(crate) fn take_with(&self, h: Handle, leases: Option<&LeasePool>) -> Result<Slot> {
         let (ci, index) = self.resolve(&h)?;
         let c = self.class(ci);
         let s = self.slot_atomics(c, index);
@@ -1079,7 +1117,7 @@ impl Slab {
             }
         }
         slotstate::claim(&s.state, h.generation, true).map_err(|r| refused(&h, r))?;
-        let slot = Slot::new(self.clone(), ci, index, h.generation);
+        let slot = Slot::new(self.keep(leases), ci, index, h.generation);
         if let Err(e) = slot.check_len(h.len) {
             // Not the handle that was published: give the reference back.
             slotstate::to_pending(&s.state);
@@ -1099,7 +1137,7 @@ impl Slab {
         let (ci, index) = self.resolve(h)?;
         let s = self.slot_atomics(self.class(ci), index);
         slotstate::claim(&s.state, h.generation, false).map_err(|r| refused(h, r))?;
-        let slot = Slot::new(self.clone(), ci, index, h.generation);
+        let slot = Slot::new(self.clone().into(), ci, index, h.generation);
         slot.check_len(h.len)?;
         Ok(slot)
     }

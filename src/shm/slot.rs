@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::slab::Slab;
+use super::lease::Keep;
 use crate::error::{Error, Result};
 use crate::sync::slotstate;
 use crate::tensor::quant::{self, QTensor, QuantKind, QuantParams};
@@ -152,9 +152,9 @@ pub struct TensorMeta {
 }
 
 /// What both kinds of slot reference know: which slot, of which generation,
-/// in which slab (the `Arc` inside keeps the mappings alive).
+/// in which slab (kept alive, and its mappings with it, by `slab`).
 struct SlotRef {
-    slab: Slab,
+    slab: Keep,
     class: u8,
     index: u32,
     generation: u32,
@@ -277,7 +277,7 @@ pub struct SlotMut {
 }
 
 impl SlotMut {
-    pub(crate) fn new(slab: Slab, class: u8, index: u32, generation: u32) -> Self {
+    pub(crate) fn new(slab: Keep, class: u8, index: u32, generation: u32) -> Self {
         SlotMut {
             r: SlotRef {
                 slab,
@@ -509,9 +509,15 @@ impl SlotMut {
         self.publish(true);
     }
 
-    /// The handle was delivered: this reference now belongs to it.
-    pub(crate) fn sent(mut self) {
-        self.armed = false;
+    /// The handle was delivered: this reference now belongs to it. Returns
+    /// what kept the slab alive for this `SlotMut` (a lease goes back to
+    /// its pool).
+    pub(crate) fn sent(self) -> Keep {
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never dropped nor used again, so its `slab` is
+        // moved out exactly once (the other fields are `Copy`); not
+        // dropping it is what `armed = false` would have meant.
+        unsafe { std::ptr::read(&me.r.slab) }
     }
 
     /// The handle was not delivered: become the writer again. False if a
@@ -590,7 +596,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn new(slab: Slab, class: u8, index: u32, generation: u32) -> Self {
+    pub(crate) fn new(slab: Keep, class: u8, index: u32, generation: u32) -> Self {
         Slot {
             r: SlotRef {
                 slab,
@@ -605,7 +611,7 @@ impl Slot {
 
     /// A view whose reference is `group`'s bit, already set by the caller.
     pub(crate) fn in_group(
-        slab: Slab,
+        slab: Keep,
         class: u8,
         index: u32,
         generation: u32,
