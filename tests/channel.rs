@@ -516,6 +516,35 @@ const _: fn() = || {
     is_send::<Receiver>();
 };
 
+/// A loan derefs mutably to its slot, so a slot of another slab can be
+/// swapped in: sending it is refused with the slot given back, nothing
+/// reaches the receiver, and both slabs get every slot back.
+#[test]
+fn a_slot_of_another_slab_swapped_into_a_loan_is_not_sent() {
+    if in_child() {
+        return;
+    }
+    let (tx, rx) = channel(&format!("memory://{}?capacity=4", name("swap"))).unwrap();
+    let other = psyne::Segment::anonymous(&psyne::SlabConfig::new().class(256, 4)).unwrap();
+    let mut loan = tx.loan_bytes(16).unwrap();
+    let mut foreign = other.slab().alloc(16).unwrap();
+    std::mem::swap(&mut *loan, &mut foreign);
+    let e = loan.send_or_return().unwrap_err();
+    assert!(
+        matches!(e.error(), Error::InvalidHandle(m) if m.contains("another slab")),
+        "{}",
+        e.error()
+    );
+    let mut back = e.into_loan().expect("the slot comes back");
+    assert_eq!(other.slab().used_slots(), 1);
+    std::mem::swap(&mut *back, &mut foreign);
+    drop(foreign);
+    assert_eq!(other.slab().used_slots(), 0);
+    back.send().unwrap();
+    assert_eq!(rx.recv().unwrap().len(), 16);
+    assert!(matches!(rx.try_recv(), Ok(None)));
+}
+
 /// Attaching with a parameter that contradicts the creator's is refused,
 /// naming the parameter and both values; repeating the creator's values,
 /// or leaving them out, attaches.

@@ -446,6 +446,19 @@ impl Sender {
         slot: SlotMut,
         timeout: Option<Duration>,
     ) -> std::result::Result<(), (Error, Option<SlotMut>)> {
+        // A loan derefs to its `SlotMut`, so another slab's slot can be
+        // swapped in: its handle would name nothing (or the wrong slot) in
+        // this channel's slab.
+        if !slot.is_in(self.ep.slab()) {
+            return Err((
+                Error::InvalidHandle(
+                    "the loan holds a slot of another slab (swapped in through \
+                     `DerefMut`); only the sender's own slots can be sent"
+                        .into(),
+                ),
+                Some(slot),
+            ));
+        }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let len = slot.len().max(1);
         let mut p = self.producer.get();

@@ -220,8 +220,9 @@ impl HostImporter {
         // refuse to import pages they cannot pin writable: those pages are
         // imported through a writable alias of the same file range, which
         // only the device sees (its bindings of received slots are
-        // read-only). The alias is page-aligned like any mapping, and
-        // `offset` is a multiple of the import alignment.
+        // read-only). The alias starts at a 4 KiB page boundary, so with an
+        // import alignment above 4 KiB its pointer may fail the check below:
+        // those pages are then staged.
         let alias = match mem.writable_alias(offset as usize, len as usize) {
             Some(m) => Some(m?),
             None => None,
@@ -240,9 +241,10 @@ impl HostImporter {
         let handle_type = vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT;
 
         let mut ptr_props = vk::MemoryHostPointerPropertiesEXT::default();
-        // SAFETY: `ptr` points at `len` mapped bytes (checked above) that stay
-        // mapped while `mem` lives; the function is the extension's, loaded
-        // for this device.
+        // SAFETY: `ptr` points at `len` mapped bytes (checked above) of `mem`'s
+        // data mapping or of `alias`, both alive until the import is
+        // destroyed (or this function returns an error); the function is the
+        // extension's, loaded for this device.
         let r = unsafe {
             (self.ext.fp().get_memory_host_pointer_properties_ext)(
                 self.device.handle(),
@@ -297,8 +299,10 @@ impl HostImporter {
             .memory_type_index(type_index)
             .push_next(&mut import);
         // The host pointer and size are multiples of
-        // minImportedHostPointerAlignment (checked on entry); the pages stay
-        // mapped while the import lives (the drop callback below holds `mem`).
+        // minImportedHostPointerAlignment (the size and offset checked on
+        // entry, the pointer after choosing the mapping); the pages stay
+        // mapped while the import lives (the drop callback below holds `mem`
+        // and the alias).
         // SAFETY: as above; the memory type is one reported for this pointer.
         let memory = match unsafe { self.device.allocate_memory(&alloc, None) } {
             Ok(m) => m,

@@ -37,7 +37,7 @@ pub(crate) struct Block<T = Slab> {
     value: T,
 }
 
-/// A new block holding `value` with one reference.
+/// A new block holding `value` with one reference (the caller's).
 fn new_block<T>(value: T) -> NonNull<Block<T>> {
     NonNull::from(Box::leak(Box::new(Block {
         refs: AtomicUsize::new(1),
@@ -45,24 +45,37 @@ fn new_block<T>(value: T) -> NonNull<Block<T>> {
     })))
 }
 
-fn block<T>(p: &NonNull<Block<T>>) -> &Block<T> {
-    // SAFETY: callers hold one of the block's references (counted in
-    // `refs`, given up only through `release`), so it is still allocated.
+/// The block at `p`.
+///
+/// # Safety
+/// The caller holds one of the block's references (counted in `refs`, given
+/// up only through `release`) for as long as it uses the result.
+unsafe fn block<T>(p: &NonNull<Block<T>>) -> &Block<T> {
+    // SAFETY: the caller's reference keeps the block allocated.
     unsafe { p.as_ref() }
 }
 
-/// Adds `n` references to the block (the caller holds one already).
-fn add_refs<T>(p: &NonNull<Block<T>>, n: usize) {
+/// Adds `n` references to the block.
+///
+/// # Safety
+/// The caller holds one of its references (so it cannot be freed meanwhile).
+unsafe fn add_refs<T>(p: &NonNull<Block<T>>, n: usize) {
     // Relaxed: as `Arc::clone`; an existing reference keeps the block alive.
-    if block(p).refs.fetch_add(n, Ordering::Relaxed) > MAX_REFS - n {
+    // SAFETY: the caller holds a reference.
+    if unsafe { block(p) }.refs.fetch_add(n, Ordering::Relaxed) > MAX_REFS - n {
         std::process::abort();
     }
 }
 
 /// Gives up `n` references to the block at `p`, freeing it with the last.
-fn release<T>(p: NonNull<Block<T>>, n: usize) {
+///
+/// # Safety
+/// The caller holds `n` of the block's references and uses none of them
+/// afterwards.
+unsafe fn release<T>(p: NonNull<Block<T>>, n: usize) {
     // Release: this holder's uses of the block happen before its freeing.
-    if block(&p).refs.fetch_sub(n, Ordering::Release) == n {
+    // SAFETY: the caller holds references until this decrement.
+    if unsafe { block(&p) }.refs.fetch_sub(n, Ordering::Release) == n {
         // Acquire: pairs with the other holders' Release decrements.
         fence(Ordering::Acquire);
         // SAFETY: that was the last reference: nobody else can reach the
@@ -71,8 +84,11 @@ fn release<T>(p: NonNull<Block<T>>, n: usize) {
     }
 }
 
-/// What keeps a slot's slab (and so its mappings) alive.
-pub(crate) enum Keep {
+/// What keeps a slot's slab (and so its mappings) alive. Made only here:
+/// from a clone of a slab handle, or by a `LeasePool`.
+pub(crate) struct Keep(Kept);
+
+enum Kept {
     /// A clone of the slab handle.
     Handle(Slab),
     /// One reference counted in a pool's block.
@@ -88,7 +104,7 @@ unsafe impl Sync for Keep {}
 
 impl From<Slab> for Keep {
     fn from(slab: Slab) -> Keep {
-        Keep::Handle(slab)
+        Keep(Kept::Handle(slab))
     }
 }
 
@@ -97,20 +113,22 @@ impl Deref for Keep {
 
     #[inline]
     fn deref(&self) -> &Slab {
-        match self {
-            Keep::Handle(s) => s,
-            Keep::Lease(p) => &block(p).value,
+        match &self.0 {
+            Kept::Handle(s) => s,
+            // SAFETY: this `Keep` is one of the block's references.
+            Kept::Lease(p) => &unsafe { block(p) }.value,
         }
     }
 }
 
 impl Clone for Keep {
     fn clone(&self) -> Keep {
-        match self {
-            Keep::Handle(s) => Keep::Handle(s.clone()),
-            Keep::Lease(p) => {
-                add_refs(p, 1);
-                Keep::Lease(*p)
+        match &self.0 {
+            Kept::Handle(s) => Keep(Kept::Handle(s.clone())),
+            Kept::Lease(p) => {
+                // SAFETY: this `Keep` is one of the block's references.
+                unsafe { add_refs(p, 1) };
+                Keep(Kept::Lease(*p))
             }
         }
     }
@@ -119,8 +137,10 @@ impl Clone for Keep {
 impl Drop for Keep {
     #[inline]
     fn drop(&mut self) {
-        if let Keep::Lease(p) = self {
-            release(*p, 1);
+        if let Kept::Lease(p) = self.0 {
+            // SAFETY: this `Keep` was one of the block's references, and it
+            // is gone after this.
+            unsafe { release(p, 1) };
         }
     }
 }
@@ -149,7 +169,8 @@ impl LeasePool {
 
     /// The slab the leases keep alive.
     pub(crate) fn slab(&self) -> &Slab {
-        &block(&self.block).value
+        // SAFETY: the pool holds one of the block's references while it lives.
+        &unsafe { block(&self.block) }.value
     }
 
     /// One reference for a slot: from the credits, taking a batch from the
@@ -158,12 +179,12 @@ impl LeasePool {
     pub(crate) fn lease(&self) -> Keep {
         let mut c = self.credits.get();
         if c == 0 {
-            // The pool's own reference keeps the block alive meanwhile.
-            add_refs(&self.block, BATCH);
+            // SAFETY: the pool holds one of the block's references.
+            unsafe { add_refs(&self.block, BATCH) };
             c = BATCH;
         }
         self.credits.set(c - 1);
-        Keep::Lease(self.block)
+        Keep(Kept::Lease(self.block))
     }
 }
 
@@ -173,25 +194,27 @@ impl LeasePool {
     /// `Keep` is dropped.
     #[inline]
     pub(crate) fn give_back(&self, keep: Keep) {
-        match keep {
-            Keep::Lease(p) if p == self.block => {
-                std::mem::forget(keep);
-                let c = self.credits.get() + 1;
-                if c > 2 * BATCH {
-                    release(self.block, BATCH);
-                    self.credits.set(c - BATCH);
-                } else {
-                    self.credits.set(c);
-                }
+        if matches!(keep.0, Kept::Lease(p) if p == self.block) {
+            std::mem::forget(keep);
+            let c = self.credits.get() + 1;
+            if c > 2 * BATCH {
+                // SAFETY: the pool holds `c` counted references (its own
+                // one not included), more than it gives up.
+                unsafe { release(self.block, BATCH) };
+                self.credits.set(c - BATCH);
+            } else {
+                self.credits.set(c);
             }
-            other => drop(other),
         }
+        // Any other `Keep` is dropped here.
     }
 }
 
 impl Drop for LeasePool {
     fn drop(&mut self) {
-        release(self.block, self.credits.get() + 1);
+        // SAFETY: the pool holds its own reference and its credits, and is
+        // gone after this.
+        unsafe { release(self.block, self.credits.get() + 1) };
     }
 }
 
@@ -207,7 +230,8 @@ mod tests {
     }
 
     fn refs(pool: &LeasePool) -> usize {
-        block(&pool.block).refs.load(Ordering::Relaxed)
+        // SAFETY: the pool holds a reference.
+        unsafe { block(&pool.block) }.refs.load(Ordering::Relaxed)
     }
 
     #[test]
@@ -272,9 +296,10 @@ mod tests {
 }
 
 /// The counting under loom: a pool-like holder and two threads with
-/// references (one handed over with a batch, one cloned from it), each
-/// using the value before dropping its reference, in every order loom
-/// runs. The value is freed exactly once, and only after every use (its
+/// references (handed over from a batch, one of them cloned again), each
+/// using the value before dropping its references, in every order loom
+/// runs; the holder gives up its own reference and an unused credit in
+/// one release, as a pool's drop does. The value is freed exactly once, and only after every use (its
 /// drop writes a cell that the users read: loom reports a race if a free
 /// could come before a use).
 #[cfg(all(test, psyne_loom))]
@@ -300,7 +325,7 @@ mod loom_model {
     fn read(p: &NonNull<Block<Value>>) -> u32 {
         // SAFETY: the caller holds a reference; nobody writes the cell
         // before the last reference is gone.
-        block(p).value.cell.with(|c| unsafe { *c })
+        unsafe { block(p) }.value.cell.with(|c| unsafe { *c })
     }
 
     struct Ptr(NonNull<Block<Value>>);
@@ -316,25 +341,34 @@ mod loom_model {
                 cell: UnsafeCell::new(7),
                 freed: freed.clone(),
             });
-            // The holder takes a batch of two and hands both out.
-            add_refs(&p, 2);
+            // The holder takes a batch of three and hands out two.
+            // SAFETY: here and in the threads, each party releases exactly
+            // the references it holds and reads only before that.
+            unsafe { add_refs(&p, 3) };
             let (a, b) = (Ptr(p), Ptr(p));
             let t1 = loom::thread::spawn(move || {
                 let a = a;
                 // A clone of a leased reference, used and dropped here too.
-                add_refs(&a.0, 1);
+                // SAFETY: as above.
+                unsafe { add_refs(&a.0, 1) };
                 assert_eq!(read(&a.0), 7);
-                release(a.0, 1);
+                // SAFETY: as above.
+                unsafe { release(a.0, 1) };
                 assert_eq!(read(&a.0), 7);
-                release(a.0, 1);
+                // SAFETY: as above.
+                unsafe { release(a.0, 1) };
             });
             let t2 = loom::thread::spawn(move || {
                 let b = b;
                 assert_eq!(read(&b.0), 7);
-                release(b.0, 1);
+                // SAFETY: as above.
+                unsafe { release(b.0, 1) };
             });
-            // The holder goes away while the others may still use theirs.
-            release(p, 1);
+            // The holder goes away with its own reference and its unused
+            // credit at once (as a pool does), while the others may still
+            // use theirs: a release of two can be the last.
+            // SAFETY: as above.
+            unsafe { release(p, 2) };
             t1.join().unwrap();
             t2.join().unwrap();
             assert_eq!(freed.load(Ordering::Relaxed), 1);

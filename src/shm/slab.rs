@@ -685,7 +685,7 @@ impl Slab {
     pub(crate) fn keep(&self, leases: Option<&LeasePool>) -> Keep {
         match leases {
             Some(p) => {
-                debug_assert!(
+                assert!(
                     Arc::ptr_eq(&p.slab().inner, &self.inner),
                     "psyne bug: a lease pool of another slab handle"
                 );

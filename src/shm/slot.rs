@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 use bytemuck::{Pod, Zeroable};
 
 use super::lease::Keep;
+use super::slab::Slab;
 use crate::error::{Error, Result};
 use crate::sync::slotstate;
 use crate::tensor::quant::{self, QTensor, QuantKind, QuantParams};
@@ -270,6 +271,8 @@ pub(crate) struct RawRange {
 /// with [`SlotMut::into_handle`] or read it back with [`SlotMut::into_shared`].
 /// Dropping it frees the slot.
 pub struct SlotMut {
+    // `SlotMut::sent` moves `r.slab` out and skips the drop: every other
+    // field must stay `Copy` (or be handled there).
     r: SlotRef,
     /// False once the reference was handed on: drop then only releases the
     /// segment, not the slot.
@@ -525,6 +528,11 @@ impl SlotMut {
     /// with [`SlotMut::sent`]).
     pub(crate) fn unpublish(&self) -> bool {
         slotstate::unpublish(self.r.state(), self.r.generation, self.r.slab.inner.pid)
+    }
+
+    /// Whether the slot is in `slab`'s segment mapping (any handle of it).
+    pub(crate) fn is_in(&self, slab: &Slab) -> bool {
+        std::sync::Arc::ptr_eq(self.r.slab.root(), slab.root())
     }
 
     /// `(class, index)` of the slot.
