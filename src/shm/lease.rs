@@ -186,9 +186,7 @@ impl LeasePool {
         self.credits.set(c - 1);
         Keep(Kept::Lease(self.block))
     }
-}
 
-impl LeasePool {
     /// Takes back a reference this pool leased (one a `SlotMut` held until
     /// its handle was sent), without touching the block's count; any other
     /// `Keep` is dropped.
