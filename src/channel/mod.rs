@@ -147,9 +147,7 @@ impl Endpoint {
     fn slab(&self) -> &Slab {
         self.leases.slab()
     }
-}
 
-impl Endpoint {
     fn connect(uri: &str, side: Side) -> Result<Endpoint> {
         let u = ChannelUri::parse(uri)?;
         let name = u.name().unwrap_or_default().to_string();

@@ -241,10 +241,10 @@ impl HostImporter {
         let handle_type = vk::ExternalMemoryHandleTypeFlags::HOST_ALLOCATION_EXT;
 
         let mut ptr_props = vk::MemoryHostPointerPropertiesEXT::default();
-        // SAFETY: `ptr` points at `len` mapped bytes (checked above) of `mem`'s
-        // data mapping or of `alias`, both alive until the import is
-        // destroyed (or this function returns an error); the function is the
-        // extension's, loaded for this device.
+        // `ptr`: `len` mapped bytes (checked above) of `mem`'s data mapping
+        // or of `alias`, both alive until the import is destroyed.
+        // SAFETY: as just said; the function is the extension's, loaded for
+        // this device.
         let r = unsafe {
             (self.ext.fp().get_memory_host_pointer_properties_ext)(
                 self.device.handle(),

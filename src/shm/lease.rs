@@ -31,7 +31,11 @@ const BATCH: usize = 256;
 const MAX_REFS: usize = isize::MAX as usize;
 
 /// A value and the count of references to it (the counting is generic so
-/// that the loom model can count a value of its own).
+/// that the loom model can count a value of its own). Aligned to two cache
+/// lines: a receiver's count is written on every view drop, and must not
+/// share a line with another endpoint's block (endpoints made one after
+/// the other in one thread would get adjacent heap blocks).
+#[repr(align(128))]
 pub(crate) struct Block<T = Slab> {
     refs: AtomicUsize,
     value: T,

@@ -469,7 +469,7 @@ impl SlotMut {
     }
 
     /// Gives up this reference into a handle, for another thread or process
-    /// to [`Slab::take`](super::slab::Slab::take). The slot stays allocated until that taker drops it.
+    /// to [`Slab::take`]. The slot stays allocated until that taker drops it.
     pub fn into_handle(mut self) -> Handle {
         let h = self.handle();
         self.publish(true);
@@ -494,7 +494,7 @@ impl SlotMut {
     }
 
     /// Makes a slot claimed ahead of time a fresh loan of `nbytes` untyped
-    /// bytes (what [`Slab::alloc`](super::slab::Slab::alloc) would have written).
+    /// bytes (what [`Slab::alloc`] would have written).
     pub(crate) fn reset(&mut self, nbytes: u64) {
         debug_assert!(nbytes <= self.capacity());
         let p = self.r.header_ptr();
@@ -711,7 +711,7 @@ impl Slot {
         self.r.handle()
     }
 
-    /// Gives up this reference into a handle, for [`Slab::take`](super::slab::Slab::take).
+    /// Gives up this reference into a handle, for [`Slab::take`].
     pub fn into_handle(mut self) -> Handle {
         let h = self.handle();
         if self.group.is_some() {
