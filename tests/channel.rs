@@ -1269,6 +1269,40 @@ fn a_producer_killed_holding_a_loan_is_reaped() {
 }
 
 #[test]
+fn messages_queued_by_a_dead_producer_survive_its_reaping() {
+    if in_child() {
+        return;
+    }
+    // The producer dies with 5 messages queued and a loan; a new producer
+    // joins, reaping it, before anything is received. (An SPSC producer
+    // sends without publishing its slots: the reaper must publish them for
+    // it rather than free them as the dead process's own.)
+    use std::io::BufReader;
+    for pattern in ["spsc", "mpsc", "spmc", "mpmc"] {
+        let n = name(&format!("queued-{pattern}"));
+        let uri = format!("ipc://{n}?capacity=64&slab=16MiB&pattern={pattern}");
+        let rx = Receiver::connect(&uri).unwrap();
+        let seg = psyne::Segment::open(&n).unwrap();
+        let mut loaner = child("loaner", &uri).spawn().unwrap();
+        let mut out = BufReader::new(loaner.stdout.take().unwrap());
+        wait_for(&mut out, "loaned");
+        kill9(&mut loaner);
+        let tx = Sender::connect(&uri).expect("the dead producer was reaped");
+        assert_eq!(
+            seg.slab().used_slots(),
+            5,
+            "{pattern}: the loan was freed, the queued messages kept"
+        );
+        recv_n(&rx, 5, 100);
+        tx.send_copy(&Shape::vector(1), &[3.0f32]).unwrap();
+        assert_eq!(rx.recv().unwrap().tensor::<f32>().unwrap()[0], 3.0);
+        drop(tx);
+        assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+        assert_eq!(seg.slab().used_slots(), 0, "{pattern}");
+    }
+}
+
+#[test]
 fn an_spsc_producer_killed_between_publishing_a_cell_and_moving_tail() {
     if in_child() {
         return;

@@ -82,7 +82,7 @@ const MAGIC: u32 = u32::from_le_bytes(*b"CHN1");
 /// hint; `RETURNED` MPMC cells; SPSC cells with a sequence word.
 /// Version 4: each broadcast subscriber record counts what it received; the
 /// counter word at 160 became the `subscribed` mask.
-const VERSION: u32 = 4;
+const VERSION: u32 = 5;
 const COUNTERS: usize = 128;
 #[cfg(not(psyne_loom))]
 const _: () = assert!(
@@ -830,7 +830,32 @@ impl Shared {
         hook::hit(Point::ReapUncounted);
         // 5. The slots it held alone: loans, and views it had taken (a
         // compare-and-swap from the state the dead process left: once).
+        // Messages it had sent on an SPSC ring are in its writer state
+        // still: published for it first, they are left to the consumer
+        // (whichever of its endpoints this record was: the process is dead).
+        if self.ring == RING_SPSC {
+            self.publish_queued(pid);
+        }
         slab.reclaim_owner(pid);
+    }
+
+    /// Publishes, for dead process `pid`, the slots of the messages it
+    /// pushed on the SPSC ring and nobody has taken yet (a consumer takes
+    /// them either way: `slotstate::claim_sent`). Idempotent: a reaper
+    /// replacing one that died here does it again harmlessly.
+    fn publish_queued(&self, pid: u32) {
+        let ring = self.spsc();
+        let slab = self.seg.slab();
+        let (head, tail) = ring.indices();
+        // Up to `tail` included: a producer that died between publishing a
+        // cell and moving `tail` left a message there.
+        let mut pos = head;
+        while pos <= tail && pos.wrapping_sub(head) <= self.config.capacity as u64 {
+            if let Some(msg) = ring.at(pos) {
+                slab.publish_for(&decode(msg), pid);
+            }
+            pos += 1;
+        }
     }
 
     /// Steps 1 to 3 of [`Shared::undo`]: what dead endpoint `k` (process
@@ -1006,8 +1031,12 @@ impl Shared {
         let h = decode(msg);
         let slab = self.seg.slab();
         match slab.handle_state(&h) {
+            // Not taken: left for the next consumer (pending, or in its
+            // producer's writer state, see `send`).
             Some((g, holders))
-                if g == h.generation && holders == crate::sync::slotstate::PENDING => {}
+                if g == h.generation
+                    && (holders == crate::sync::slotstate::PENDING
+                        || holders & crate::sync::slotstate::WRITER != 0) => {}
             Some((g, 1)) if g == h.generation => {
                 slab.reclaim_handle(&h, pid, Holder::Reader);
                 ring.skip(head);
@@ -1440,7 +1469,14 @@ impl Shared {
         rec.send[0].store(msg[0], Ordering::Relaxed);
         rec.send[1].store(msg[1], Ordering::Relaxed);
         rec.send_pos.store(SEND_UNCLAIMED, Ordering::Release);
-        slot.publish_pending(&h);
+        // An SPSC ring's cell is the publication: its one consumer takes
+        // the slot from our writer state (`Slab::take_sent`), so the send
+        // does not write the slot's state line, which that consumer may
+        // already have fetched (see `take_one`). A reaper publishes the
+        // slot for us if we die with it on the ring (`publish_queued`).
+        if self.ring != RING_SPSC {
+            slot.publish_pending(&h);
+        }
         hook::hit(Point::SendBeforeClaim);
         loop {
             let pushed = if self.ring == RING_SPSC {
@@ -1526,7 +1562,8 @@ impl Shared {
         slot: SlotMut,
         e: Error,
     ) -> std::result::Result<Option<Keep>, (Error, Option<SlotMut>)> {
-        let back = slot.unpublish();
+        // Not published on an SPSC ring (see `send`): still ours.
+        let back = self.ring == RING_SPSC || slot.unpublish();
         self.participant(part)
             .send_pos
             .store(SEND_IDLE, Ordering::Release);
@@ -1829,10 +1866,24 @@ impl Shared {
         let slab = leases.slab();
         if self.ring == RING_SPSC {
             let ring = self.spsc();
-            let msg = ring.peek(c)?;
-            let got = slab.take_with(decode(msg), Some(leases));
+            let Some(msg) = ring.peek(c) else {
+                // Nothing yet: the next message probably comes in the slot
+                // after the last one's (a sender allocates in index order
+                // from the bits it caches). Its producer claimed that slot
+                // ahead and writes its state line no more before sending
+                // (see `send`), so fetching the line now takes the wait for
+                // it off the receive.
+                if let Some((class, index)) = c.last {
+                    slab.prefetch_state(class, index.wrapping_add(1));
+                }
+                return None;
+            };
+            let got = slab.take_sent(decode(msg), Some(leases));
             hook::hit(Point::RecvAfterClaim);
             ring.advance(c);
+            if let Ok(slot) = &got {
+                c.last = Some(slot.location());
+            }
             Some(got)
         } else {
             let ring = self.mpmc();

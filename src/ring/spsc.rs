@@ -49,6 +49,9 @@ pub(crate) struct Producer {
 #[derive(Copy, Clone, Debug, Default)]
 pub(crate) struct Consumer {
     head: u64,
+    /// `(class, index)` of the slot of the last message taken (the
+    /// channel's hint for prefetching the next one; the ring ignores it).
+    pub(crate) last: Option<(u8, u32)>,
 }
 
 impl<'a, A: AtomicWord<Value = u64>> Spsc<'a, A> {
@@ -102,6 +105,7 @@ impl<'a, A: AtomicWord<Value = u64>> Spsc<'a, A> {
     pub(crate) fn consumer(&self) -> Consumer {
         Consumer {
             head: self.head.load(Ordering::Acquire),
+            last: None,
         }
     }
 

@@ -955,6 +955,7 @@ impl Slab {
                 ci as u8,
                 index,
                 generation,
+                nbytes,
             )));
         }
         Ok(None)
@@ -1098,6 +1099,17 @@ impl Slab {
     /// [`Slab::take`], the view keeping the slab alive with a lease from
     /// `leases` (a pool of this slab) if given.
     pub(crate) fn take_with(&self, h: Handle, leases: Option<&LeasePool>) -> Result<Slot> {
+        self.take_inner(h, leases, false)
+    }
+
+    /// [`Slab::take_with`] for a handle read from an SPSC ring's cell,
+    /// whose slot its producer left in its writer state (see
+    /// `slotstate::claim_sent`).
+    pub(crate) fn take_sent(&self, h: Handle, leases: Option<&LeasePool>) -> Result<Slot> {
+        self.take_inner(h, leases, true)
+    }
+
+    fn take_inner(&self, h: Handle, leases: Option<&LeasePool>, sent: bool) -> Result<Slot> {
         let (ci, index) = self.resolve(&h)?;
         let c = self.class(ci);
         let s = self.slot_atomics(c, index);
@@ -1116,7 +1128,12 @@ impl Slab {
                 hint::prefetch_write((w as *const AtomicU64).cast());
             }
         }
-        slotstate::claim(&s.state, h.generation, true).map_err(|r| refused(&h, r))?;
+        if sent {
+            slotstate::claim_sent(&s.state, h.generation)
+        } else {
+            slotstate::claim(&s.state, h.generation, true)
+        }
+        .map_err(|r| refused(&h, r))?;
         let slot = Slot::new(self.keep(leases), ci, index, h.generation);
         if let Err(e) = slot.check_len(h.len) {
             // Not the handle that was published: give the reference back.
@@ -1140,6 +1157,30 @@ impl Slab {
         let slot = Slot::new(self.clone().into(), ci, index, h.generation);
         slot.check_len(h.len)?;
         Ok(slot)
+    }
+
+    /// Publishes, for dead producer `pid`, the slot of handle `h` that it
+    /// pushed on an SPSC ring in its writer state (see
+    /// `slotstate::publish_for`): afterwards [`Slab::reclaim_owner`] leaves
+    /// it to the consumer. Returns whether it did.
+    pub(crate) fn publish_for(&self, h: &Handle, pid: u32) -> bool {
+        let Ok((ci, index)) = self.resolve(h) else {
+            return false;
+        };
+        let s = self.slot_atomics(self.class(ci), index);
+        slotstate::publish_for(&s.state, h.generation, pid)
+    }
+
+    /// Fetches, for writing, the state word's line of slot `index` of
+    /// `class` if there is such a slot (a hint, for a consumer about to
+    /// wait for the message that probably comes in it).
+    pub(crate) fn prefetch_state(&self, class: u8, index: u32) {
+        let Some(c) = self.inner.classes.get(class as usize) else {
+            return;
+        };
+        if index < c.slot_count {
+            hint::prefetch_write((self.slot_atomics(c, index) as *const SlotAtomics).cast());
+        }
     }
 
     /// Drops one reference; the last one frees the slot.

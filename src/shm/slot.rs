@@ -277,10 +277,16 @@ pub struct SlotMut {
     /// False once the reference was handed on: drop then only releases the
     /// segment, not the slot.
     armed: bool,
+    /// The payload length in the tensor header, as this writer (the slot's
+    /// only one) last wrote it. Sending needs the length; reading it from
+    /// the header would touch the line the slot's state word lives on,
+    /// which the receiver may already have fetched.
+    nbytes: u64,
 }
 
 impl SlotMut {
-    pub(crate) fn new(slab: Keep, class: u8, index: u32, generation: u32) -> Self {
+    /// A slot just claimed for writing, whose tensor header says `nbytes`.
+    pub(crate) fn new(slab: Keep, class: u8, index: u32, generation: u32, nbytes: u64) -> Self {
         SlotMut {
             r: SlotRef {
                 slab,
@@ -289,6 +295,7 @@ impl SlotMut {
                 generation,
             },
             armed: true,
+            nbytes,
         }
     }
 
@@ -300,6 +307,7 @@ impl SlotMut {
             let mut h = p.read();
             f(&mut h);
             p.write(h);
+            self.nbytes = h.nbytes;
         }
     }
 
@@ -310,7 +318,9 @@ impl SlotMut {
 
     /// Payload length in bytes.
     pub fn len(&self) -> u64 {
-        self.r.len()
+        // Clamped as `SlotRef::len` clamps the header's value (a writer's
+        // header never exceeds the slot: `set_len` checks).
+        self.nbytes.min(self.capacity())
     }
 
     /// Whether the payload is empty.
@@ -346,7 +356,7 @@ impl SlotMut {
 
     /// The payload, writable.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        let (off, len) = (self.r.data_offset() as usize, self.r.len() as usize);
+        let (off, len) = (self.r.data_offset() as usize, self.len() as usize);
         // The range lies inside this slot (len is clamped to the slot size)
         // and the slab hands out a SlotMut only on writable data.
         // SAFETY: we own the slot exclusively and borrow self mutably for as
@@ -465,7 +475,11 @@ impl SlotMut {
 
     /// The handle naming this slot (the reference stays with `self`).
     pub fn handle(&self) -> Handle {
-        self.r.handle()
+        Handle {
+            offset: self.r.data_offset(),
+            generation: self.r.generation,
+            len: self.len() as u32,
+        }
     }
 
     /// Gives up this reference into a handle, for another thread or process
@@ -494,13 +508,21 @@ impl SlotMut {
     }
 
     /// Makes a slot claimed ahead of time a fresh loan of `nbytes` untyped
-    /// bytes (what [`Slab::alloc`] would have written).
+    /// bytes (what [`Slab::alloc`] would have written). Only for a slot
+    /// straight from the allocation (whose header is the raw one it
+    /// wrote), not one handed out since.
     pub(crate) fn reset(&mut self, nbytes: u64) {
         debug_assert!(nbytes <= self.capacity());
+        if nbytes == self.nbytes {
+            // The allocation's header says this already (a stream of
+            // same-sized messages): no write to the state word's line.
+            return;
+        }
         let p = self.r.header_ptr();
         // SAFETY: we own the slot exclusively (&mut self); nobody reads its
         // header until a handle is published.
         unsafe { p.write(TensorHeader::raw(nbytes)) };
+        self.nbytes = nbytes;
     }
 
     /// Publishes the slot as a pending handle while keeping the `SlotMut`
@@ -723,6 +745,11 @@ impl Slot {
             self.armed = false;
         }
         h
+    }
+
+    /// `(class, index)` of the slot.
+    pub(crate) fn location(&self) -> (u8, u32) {
+        (self.r.class, self.r.index)
     }
 
     /// Forgets the reference without releasing it (it was given back to

@@ -203,6 +203,62 @@ pub(crate) fn claim<A: AtomicWord<Value = u64>>(
     }
 }
 
+/// Takes the reference of a message delivered by an SPSC ring, for
+/// generation `gen`. Its producer does not publish the slot before pushing
+/// the handle (the cell's sequence store is the publication, and the
+/// consumer's load of it orders the payload), so the slot is still its
+/// writer's, and becomes one read reference here. It may also carry a
+/// pending reference instead, if a reaper published it for a producer that
+/// died (`publish_for`), or if it was sent as a pending handle.
+///
+/// Only for handles read from an SPSC ring's cell: a writer's slot named
+/// anywhere else is being written.
+#[inline]
+pub(crate) fn claim_sent<A: AtomicWord<Value = u64>>(st: &A, gen: u32) -> Result<(), Refused> {
+    let mut s = st.load(Ordering::Relaxed);
+    loop {
+        if generation(s) != gen {
+            return Err(Refused::Stale { now: generation(s) });
+        }
+        let h = holders(s);
+        let new = if h & WRITER != 0 {
+            1
+        } else if h & PENDINGS != 0 && refs(s) < REFS {
+            h - PENDING + 1
+        } else if h & PENDINGS != 0 {
+            return Err(Refused::Overflow);
+        } else if h == 0 {
+            return Err(Refused::Stale { now: generation(s) });
+        } else {
+            return Err(Refused::NotPending);
+        };
+        // Acquire: as in `claim` (for a reaper's `publish_for` nothing more
+        // is needed: the ring's cell ordered the payload already).
+        match st.compare_exchange_weak(s, pack(gen, new), Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return Ok(()),
+            Err(now) => s = now,
+        }
+    }
+}
+
+/// Publishes, for a producer `pid` that died, a slot whose handle it had
+/// pushed on an SPSC ring (see [`claim_sent`]): its writer state becomes a
+/// pending reference, so that the dead process's slots can be reclaimed
+/// without this one. Returns false if the slot is not (or no longer) in
+/// `pid`'s writer state for generation `gen` (taken meanwhile, say).
+#[inline]
+pub(crate) fn publish_for<A: AtomicWord<Value = u64>>(st: &A, gen: u32, pid: u32) -> bool {
+    // Relaxed: the payload was ordered by the ring's cell; this only moves
+    // the reference from the dead writer to the handle on the ring.
+    st.compare_exchange(
+        pack(gen, writer(pid)),
+        pack(gen, PENDING),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    )
+    .is_ok()
+}
+
 /// Adds a reader to a slot the caller already reads (a clone).
 ///
 /// Panics if the slot already has 2^20 - 1 readers, as `Arc` aborts on
@@ -369,6 +425,38 @@ mod tests {
     }
 
     #[test]
+    fn a_sent_slot_is_claimed_from_its_writer_or_its_pending_handle() {
+        // As an SPSC producer leaves it: the writer's.
+        let st = AtomicU64::new(pack(3, 0));
+        assert_eq!(begin_write(&st, 9), Ok(3));
+        assert_eq!(claim(&st, 3, true), Err(Refused::Writing), "not for `take`");
+        assert_eq!(claim_sent(&st, 2), Err(Refused::Stale { now: 3 }));
+        assert_eq!(claim_sent(&st, 3), Ok(()));
+        assert_eq!(st.load(Ordering::Relaxed), pack(3, 1));
+        assert_eq!(claim_sent(&st, 3), Err(Refused::NotPending), "only once");
+        assert!(!publish_for(&st, 3, 9), "taken already");
+        assert!(release(&st));
+        assert_eq!(claim_sent(&st, 3), Err(Refused::Stale { now: 4 }));
+        // Published for a dead producer by a reaper: a pending handle.
+        let st = AtomicU64::new(pack(7, 0));
+        begin_write(&st, 9).unwrap();
+        assert!(!publish_for(&st, 7, 8), "another writer's");
+        assert!(!publish_for(&st, 6, 9), "another generation");
+        assert!(publish_for(&st, 7, 9));
+        assert_eq!(st.load(Ordering::Relaxed), pack(7, PENDING));
+        assert!(!seize(&st, pack(7, writer(9))), "no longer the writer's");
+        assert_eq!(claim_sent(&st, 7), Ok(()));
+        assert_eq!(st.load(Ordering::Relaxed), pack(7, 1));
+        // A free slot is stale for any handle.
+        let st = AtomicU64::new(pack(7, 0));
+        assert_eq!(claim_sent(&st, 7), Err(Refused::Stale { now: 7 }));
+        // At the reference limit: refused, unchanged.
+        let full = AtomicU64::new(pack(5, PENDING | REFS));
+        assert_eq!(claim_sent(&full, 5), Err(Refused::Overflow));
+        assert_eq!(full.load(Ordering::Relaxed), pack(5, PENDING | REFS));
+    }
+
+    #[test]
     fn counts_never_spill_into_neighbouring_bits() {
         let full = AtomicU64::new(pack(5, REFS));
         let r = std::panic::catch_unwind(|| add_ref(&full));
@@ -464,6 +552,50 @@ mod loom_model {
             taker.join().unwrap();
             let end = s.state.load(Ordering::Relaxed);
             assert_eq!((generation(end), holders(end)), (1, writer(2)));
+        });
+    }
+
+    /// An SPSC message: the producer writes the payload and publishes the
+    /// ring cell (a sequence word; the slot stays in its writer state),
+    /// then dies; a reaper publishes the slot for it and reclaims what the
+    /// dead process held in its own name, while the consumer, which saw
+    /// the cell, takes the message. In every order the consumer gets the
+    /// message and reads the payload, the reaper frees nothing it took, and
+    /// the slot is freed exactly once (by the consumer's release).
+    #[test]
+    fn loom_a_sent_message_survives_its_dead_producer() {
+        loom::model(|| {
+            const DEAD: u32 = 9;
+            let s = Arc::new(SlotModel {
+                state: AtomicU64::new(0),
+                payload: UnsafeCell::new(0),
+            });
+            let seq = Arc::new(AtomicU64::new(0));
+            let (s2, seq2) = (s.clone(), seq.clone());
+            let consumer = loom::thread::spawn(move || {
+                while seq2.load(Ordering::Acquire) == 0 {
+                    loom::thread::yield_now();
+                }
+                claim_sent(&s2.state, 0).expect("the message is not lost");
+                assert_eq!(read(&s2), 42);
+                assert!(release(&s2.state), "the only holder");
+            });
+            // The producer.
+            let g = begin_write(&s.state, DEAD).unwrap();
+            // SAFETY: exclusive after begin_write.
+            s.payload.with_mut(|p| unsafe { *p = 42 });
+            seq.store(1, Ordering::Release);
+            // It died; the reaper finds the handle on the ring, then
+            // reclaims the dead writer's slots (`Slab::reclaim_owner`).
+            publish_for(&s.state, g, DEAD);
+            let seen = s.state.load(Ordering::Acquire);
+            if writer_pid(seen) == Some(DEAD) {
+                // Never reached: the slot was published or taken. (Without
+                // `publish_for`, this seizes the message under the consumer.)
+                seize(&s.state, seen);
+            }
+            consumer.join().unwrap();
+            assert_eq!(s.state.load(Ordering::Relaxed), pack(1, 0));
         });
     }
 
