@@ -459,6 +459,7 @@ impl Sender {
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let len = slot.len().max(1);
+        let sent = slot.location();
         let mut p = self.producer.get();
         let shared = &self.ep.shared;
         let r = shared.send(&mut p, self.ep.joined.part, slot, deadline);
@@ -483,6 +484,9 @@ impl Sender {
                     sole,
                     Some(&self.ep.leases),
                 );
+                if let Some(next) = ahead.as_ref() {
+                    shared.hint_next(sent, next.location());
+                }
             }
         }
         // Report the time asked for, not what was left of it.

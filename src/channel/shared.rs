@@ -8,7 +8,7 @@
 //!    128   128  counters: sender and receiver masks (a bit per participant
 //!               record), seen flags, returned hint, subscribed mask, dropped
 //!    256   128  events: not_empty, not_full (8 bytes each, see sync::wait)
-//!    384   128  ring tail (its own cache line pair)
+//!    384   128  ring tail (its own cache line pair; SPSC: the next-slot hint at 448)
 //!    512   128  ring head (broadcast: how far the ring's references are released)
 //!    640   ...  ring cells: capacity x 4 words (a sequence word, the message,
 //!               padding; see the ring modules)
@@ -45,7 +45,11 @@
 //!   (its unread messages).
 //! - its counts (its bit in the sender and receiver masks), the slots it
 //!   held alone (`Slab::reclaim_owner`), and finally free slots the slab's
-//!   bitmaps lost (`Slab::repair`).
+//!   bitmaps lost (`Slab::repair`). On the SPSC layout a producer sends
+//!   without publishing its slots (the cell is the publication), so before
+//!   freeing the dead process's slots the reaper publishes those still
+//!   queued on the ring for it (`Shared::publish_queued`): they stay for
+//!   the consumer.
 //!
 //! Reaping one record is restartable: every step is an atomic operation
 //! that does nothing the second time (a compare-and-swap from the dead
@@ -91,6 +95,8 @@ const _: () = assert!(
 );
 const EVENTS: usize = 256;
 const TAIL: usize = 384;
+/// SPSC: the producer's hint of its next message's slot (its own line).
+const NEXT_HINT: usize = TAIL + 64;
 const HEAD: usize = 512;
 const CELLS: usize = 640;
 const RING_SPSC: u8 = 1;
@@ -450,6 +456,9 @@ pub(crate) struct Shared {
 /// which `Shared::seg` keeps mapped for as long as they live.
 struct RingWords {
     tail: NonNull<AtomicU64>,
+    /// SPSC: the producer's hint of the slot of its next message, two
+    /// words (see `Shared::hint_next`), on the second line of `tail`'s pair.
+    hint: NonNull<[AtomicU64; 2]>,
     head: NonNull<AtomicU64>,
     cells: NonNull<AtomicU64>,
     /// Words in `cells`.
@@ -608,6 +617,7 @@ impl Shared {
             let cells: &[AtomicU64] = control.slice_at(area + CELLS, n);
             RingWords {
                 tail: NonNull::from(control.at::<AtomicU64>(area + TAIL)),
+                hint: NonNull::from(control.at::<[AtomicU64; 2]>(area + NEXT_HINT)),
                 head: NonNull::from(control.at::<AtomicU64>(area + HEAD)),
                 cells: NonNull::from(cells).cast(),
                 cells_len: n,
@@ -666,6 +676,11 @@ impl Shared {
         // when `Shared::new` looked them up; `self.seg` keeps them mapped
         // for the borrow of `self`.
         unsafe { std::slice::from_raw_parts(w.cells.as_ptr(), w.cells_len) }
+    }
+
+    fn hint_words(&self) -> &[AtomicU64; 2] {
+        // SAFETY: as in `cells`.
+        unsafe { self.ring_words.hint.as_ref() }
     }
 
     fn tail_word(&self) -> &AtomicU64 {
@@ -855,6 +870,40 @@ impl Shared {
                 slab.publish_for(&decode(msg), pid);
             }
             pos += 1;
+        }
+    }
+
+    /// Tells the consumer of an SPSC ring that after the message in slot
+    /// `sent` the producer's next one comes in slot `next` (each `(class,
+    /// index)`), if that is not what the consumer guesses anyway (the slot
+    /// after `sent`'s): so in the common case (a sender allocates in index
+    /// order from the bits it caches) nothing is written, and the
+    /// consumer's read of the hint line hits its own copy. Other rings
+    /// ignore it.
+    pub(crate) fn hint_next(&self, sent: (u8, u32), next: (u8, u32)) {
+        if self.ring != RING_SPSC || next == (sent.0, sent.1.wrapping_add(1)) {
+            return;
+        }
+        let w = self.hint_words();
+        let (after, then) = (encode_hint(sent.0, sent.1), encode_hint(next.0, next.1));
+        // Relaxed: a hint. A consumer reading the two words torn (or
+        // stale) fetches a line it did not need, nothing worse.
+        if w[0].load(Ordering::Relaxed) != after || w[1].load(Ordering::Relaxed) != then {
+            w[1].store(then, Ordering::Relaxed);
+            w[0].store(after, Ordering::Relaxed);
+        }
+    }
+
+    /// The consumer's guess of the slot of the message after the last one
+    /// it took: the producer's hint if it is about that message, else the
+    /// next slot of the same class.
+    fn next_slot(&self, c: &Consumer) -> Option<(u8, u32)> {
+        let (class, index) = c.last?;
+        let w = self.hint_words();
+        if w[0].load(Ordering::Relaxed) == encode_hint(class, index) {
+            decode_hint(w[1].load(Ordering::Relaxed))
+        } else {
+            Some((class, index.wrapping_add(1)))
         }
     }
 
@@ -1867,14 +1916,12 @@ impl Shared {
         if self.ring == RING_SPSC {
             let ring = self.spsc();
             let Some(msg) = ring.peek(c) else {
-                // Nothing yet: the next message probably comes in the slot
-                // after the last one's (a sender allocates in index order
-                // from the bits it caches). Its producer claimed that slot
-                // ahead and writes its state line no more before sending
-                // (see `send`), so fetching the line now takes the wait for
-                // it off the receive.
-                if let Some((class, index)) = c.last {
-                    slab.prefetch_state(class, index.wrapping_add(1));
+                // Nothing yet. The producer has claimed the slot of its
+                // next message and writes that slot's state line no more
+                // before sending it (see `send`), so fetching the line now
+                // takes the wait for it off the receive.
+                if let Some((class, index)) = self.next_slot(c) {
+                    slab.prefetch_state(class, index);
                 }
                 return None;
             };
@@ -1936,6 +1983,15 @@ impl Shared {
             }
         }
     }
+}
+
+/// An SPSC cell's hint word naming slot `index` of `class` (0: none).
+fn encode_hint(class: u8, index: u32) -> u64 {
+    1 << 63 | (class as u64) << 32 | index as u64
+}
+
+fn decode_hint(w: u64) -> Option<(u8, u32)> {
+    (w >> 63 == 1).then_some(((w >> 32) as u8, w as u32))
 }
 
 fn encode(h: &Handle) -> [u64; 2] {
