@@ -1221,13 +1221,12 @@ fn a_consumer_killed_holding_views_is_reaped() {
     }
 }
 
-/// A producer process of a `pattern` channel sends 5 messages, then is
-/// killed holding a loan (and its spare slot): the 5 are received, the
-/// receiver learns the producer is gone instead of waiting for ever, the
-/// slots come back, and a new producer takes its place.
-fn producer_killed_holding_a_loan(pattern: &str) {
+/// A channel `tag` of `pattern` whose producer process sent 5 messages
+/// of 100 floats and was killed holding a loan: its URI, its receiver
+/// (connected first) and its segment.
+fn loaner_killed(tag: &str, pattern: &str) -> (String, Receiver, psyne::Segment) {
     use std::io::BufReader;
-    let n = name(&format!("kill-producer-{pattern}"));
+    let n = name(tag);
     let uri = format!("ipc://{n}?capacity=64&slab=16MiB&pattern={pattern}");
     let rx = Receiver::connect(&uri).unwrap();
     let seg = psyne::Segment::open(&n).unwrap();
@@ -1236,6 +1235,15 @@ fn producer_killed_holding_a_loan(pattern: &str) {
     wait_for(&mut out, "loaned");
     assert!(seg.slab().used_slots() >= 6, "5 messages and a loan");
     kill9(&mut loaner);
+    (uri, rx, seg)
+}
+
+/// A producer process of a `pattern` channel sends 5 messages, then is
+/// killed holding a loan (and its spare slot): the 5 are received, the
+/// receiver learns the producer is gone instead of waiting for ever, the
+/// slots come back, and a new producer takes its place.
+fn producer_killed_holding_a_loan(pattern: &str) {
+    let (uri, rx, seg) = loaner_killed(&format!("kill-producer-{pattern}"), pattern);
     // What it sent is not lost.
     recv_n(&rx, 5, 100);
     // The dead producer is found while waiting: the receiver is
@@ -1277,16 +1285,8 @@ fn messages_queued_by_a_dead_producer_survive_its_reaping() {
     // joins, reaping it, before anything is received. (An SPSC producer
     // sends without publishing its slots: the reaper must publish them for
     // it rather than free them as the dead process's own.)
-    use std::io::BufReader;
     for pattern in ["spsc", "mpsc", "spmc", "mpmc"] {
-        let n = name(&format!("queued-{pattern}"));
-        let uri = format!("ipc://{n}?capacity=64&slab=16MiB&pattern={pattern}");
-        let rx = Receiver::connect(&uri).unwrap();
-        let seg = psyne::Segment::open(&n).unwrap();
-        let mut loaner = child("loaner", &uri).spawn().unwrap();
-        let mut out = BufReader::new(loaner.stdout.take().unwrap());
-        wait_for(&mut out, "loaned");
-        kill9(&mut loaner);
+        let (uri, rx, seg) = loaner_killed(&format!("queued-{pattern}"), pattern);
         let tx = Sender::connect(&uri).expect("the dead producer was reaped");
         assert_eq!(
             seg.slab().used_slots(),
