@@ -1985,7 +1985,8 @@ impl Shared {
     }
 }
 
-/// An SPSC cell's hint word naming slot `index` of `class` (0: none).
+/// A next-slot hint word (`NEXT_HINT`) naming slot `index` of `class` (0:
+/// none).
 fn encode_hint(class: u8, index: u32) -> u64 {
     1 << 63 | (class as u64) << 32 | index as u64
 }
