@@ -41,6 +41,7 @@ fn arm_from_env() {
         "join-counted" => Point::JoinCounted,
         "reap-uncounted" => Point::ReapUncounted,
         "spsc-published" => Point::SpscPublished,
+        "join-claimed" => Point::JoinClaimed,
         p => panic!("unknown crash point {p}"),
     };
     hook::arm(point, park);
@@ -1300,6 +1301,35 @@ fn messages_queued_by_a_dead_producer_survive_its_reaping() {
         assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
         assert_eq!(seg.slab().used_slots(), 0, "{pattern}");
     }
+}
+
+#[test]
+fn a_joiner_in_a_dead_endpoints_record_is_not_reaped() {
+    if in_child() {
+        return;
+    }
+    // A producer dies and is reaped; a new one takes its participant record
+    // and stops before storing its start time. A reaper that read the new
+    // pid with the old start time would judge the live joiner dead and
+    // undo its record.
+    let (uri, rx, seg) = loaner_killed("joiner-reaped", "spsc");
+    recv_n(&rx, 5, 100);
+    assert!(matches!(rx.recv(), Err(Error::Disconnected("sender"))));
+    let (mut kid, _out) = parked_child("park-joining-sender", &uri, "join-claimed", "parked");
+    let joiner = kid.id();
+    // The receiver reaps while it waits.
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_millis(400)),
+        Err(Error::Timeout(_) | Error::Disconnected(_))
+    ));
+    let info = psyne::channel::inspect(&seg).unwrap().unwrap();
+    let kept = info.participants.iter().any(|e| e.pid == joiner && e.alive);
+    kill9(&mut kid); // before asserting: a parked child would outlive us
+    assert!(
+        kept,
+        "the joiner's record was undone: {:?}",
+        info.participants
+    );
 }
 
 #[test]

@@ -766,7 +766,13 @@ impl Shared {
         for k in 0..MAX_PARTICIPANTS {
             let p = self.participant(k);
             let pid = p.pid.load(Ordering::Acquire);
-            if pid == 0 || pid == me || alive(pid, p.start.load(Ordering::Acquire)) {
+            // The start time a freed record had is cleared before its pid
+            // (with `Release`), and a joiner takes the record by a
+            // compare-and-swap of the pid (`AcqRel`): so a pid read here is
+            // never paired with the start time of the record's previous
+            // occupant (which would make a live joiner look dead).
+            let start = p.start.load(Ordering::Acquire);
+            if pid == 0 || pid == me || alive(pid, start) {
                 continue;
             }
             // One reaper per record; a reaper that died is replaced.
@@ -780,9 +786,18 @@ impl Shared {
             {
                 continue;
             }
+            // Still the record judged dead: another reaper may have freed
+            // it, and a live endpoint taken it, since we read it. (While
+            // we hold `reaper`, its pid is not 0, so nobody can take it.)
+            if p.pid.load(Ordering::Acquire) != pid || p.start.load(Ordering::Acquire) != start {
+                p.reaper.store(0, Ordering::Release);
+                continue;
+            }
             found = true;
             self.undo(k, pid);
             p.reaper.store(0, Ordering::Release);
+            // The start time before the pid (see above and `leave`).
+            p.start.store(0, Ordering::Relaxed);
             // Release: a joiner that takes the record sees it cleared.
             p.pid.store(0, Ordering::Release);
         }
@@ -1261,6 +1276,7 @@ impl Shared {
             })
             .ok_or_else(|| too_many("any (64 endpoints at most)"))?;
         let p = self.participant(part);
+        hook::hit(Point::JoinClaimed);
         p.start
             .store(proc_stat(me).map_or(0, |s| s.1), Ordering::Release);
         p.send_pos.store(SEND_IDLE, Ordering::Relaxed);
@@ -1296,6 +1312,7 @@ impl Shared {
         };
         if !counted {
             p.side.store(0, Ordering::Relaxed);
+            p.start.store(0, Ordering::Relaxed);
             p.pid.store(0, Ordering::Release);
             return Err(too_many(self.config.pattern.as_str()));
         }
@@ -1407,6 +1424,10 @@ impl Shared {
         p.side.store(0, Ordering::Relaxed);
         p.sub.store(0, Ordering::Relaxed);
         p.send_pos.store(SEND_IDLE, Ordering::Relaxed);
+        // The start time before the pid, as everywhere a record is freed:
+        // a reaper that reads the next joiner's pid must not pair it with
+        // this process's start time (see `reap`).
+        p.start.store(0, Ordering::Relaxed);
         // Release: the next joiner of the record sees it cleared.
         p.pid.store(0, Ordering::Release);
         self.not_empty().notify();

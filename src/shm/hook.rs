@@ -19,8 +19,9 @@ pub enum Point {
     AllocAfterTake = 1,
     /// Freeing a slot: its state word says free, its free bit is not set yet.
     FreeBeforeBit,
-    /// A send: the message recorded as in flight (queue rings: the slot
-    /// published as a pending handle), nothing on the ring yet.
+    /// A send: the message recorded as in flight (MPMC-layout rings: the
+    /// slot published as a pending handle; SPSC: still the writer's),
+    /// nothing on the ring yet.
     SendBeforeClaim,
     /// A send on a ring of the MPMC layout: a position claimed, its cell not
     /// published yet. A broadcast send: the ring's hold on the slot taken,
@@ -45,6 +46,9 @@ pub enum Point {
     /// stored, so the consumer can already read it), the ring's `tail` not
     /// moved yet.
     SpscPublished,
+    /// Joining a channel: a participant record taken (its pid stored), its
+    /// start time not stored yet.
+    JoinClaimed,
 }
 
 static POINT: AtomicU8 = AtomicU8::new(0);

@@ -1244,7 +1244,9 @@ impl Slab {
     /// Frees the slots a dead process held alone: loans it never sent (its
     /// pid is in the state word as the writer) and views it took and did not
     /// drop (one reader, no handle pending, `owner_pid` is its pid). Slots
-    /// it had sent (a pending handle on a ring) are left for their receiver.
+    /// it had sent (a pending handle on a ring) are left for their receiver;
+    /// on an SPSC ring they are still in its writer state, so the channel
+    /// publishes them for it first (`Shared::publish_queued`).
     /// Returns how many were freed.
     ///
     /// The caller must know that `pid` is dead (not merely quiet).

@@ -304,9 +304,15 @@ impl SlotMut {
         // SAFETY: we own the slot exclusively (&mut self); nobody reads its
         // header until a handle is published.
         unsafe {
-            let mut h = p.read();
+            let old = p.read();
+            let mut h = old;
             f(&mut h);
-            p.write(h);
+            // A header that does not change is not rewritten (a stream of
+            // same-shaped tensors): the consumer may already have fetched
+            // the line it shares with the slot's state word.
+            if bytemuck::bytes_of(&h) != bytemuck::bytes_of(&old) {
+                p.write(h);
+            }
             self.nbytes = h.nbytes;
         }
     }

@@ -232,9 +232,11 @@ pub(crate) fn claim_sent<A: AtomicWord<Value = u64>>(st: &A, gen: u32) -> Result
         } else {
             return Err(Refused::NotPending);
         };
-        // Acquire: as in `claim` (for a reaper's `publish_for` nothing more
-        // is needed: the ring's cell ordered the payload already).
-        match st.compare_exchange_weak(s, pack(gen, new), Ordering::Acquire, Ordering::Relaxed) {
+        // AcqRel: Acquire as in `claim` (the ring's cell ordered the
+        // payload already); Release so that a reaper reading this state
+        // also sees the producer's writes before it (`owner_pid` cleared at
+        // allocation), as the producer's publication used to give it.
+        match st.compare_exchange_weak(s, pack(gen, new), Ordering::AcqRel, Ordering::Relaxed) {
             Ok(_) => return Ok(()),
             Err(now) => s = now,
         }
