@@ -223,14 +223,14 @@ pub(crate) fn claim_sent<A: AtomicWord<Value = u64>>(st: &A, gen: u32) -> Result
         let h = holders(s);
         let new = if h & WRITER != 0 {
             1
-        } else if h & PENDINGS != 0 && refs(s) < REFS {
-            h - PENDING + 1
-        } else if h & PENDINGS != 0 {
-            return Err(Refused::Overflow);
         } else if h == 0 {
             return Err(Refused::Stale { now: generation(s) });
-        } else {
+        } else if h & PENDINGS == 0 {
             return Err(Refused::NotPending);
+        } else if refs(s) == REFS {
+            return Err(Refused::Overflow);
+        } else {
+            h - PENDING + 1
         };
         // AcqRel: Acquire as in `claim` (the ring's cell ordered the
         // payload already); Release so that a reaper reading this state
